@@ -1,0 +1,192 @@
+"""The model artifact ``ml-weights.json``: pydantic schema, checksum, load/dump.
+
+The artifact keeps every field of the original TypeScript file (``weights``
+5x15, ``biases`` 5, ``featureNames``, ``numClasses``, ``trainedAt``,
+``accuracy`` = test accuracy, ``confusionMatrix``); ``logits = W x + b`` on
+the 15 features in [0, 1]. Schema version 2 adds the version, tier
+midpoints, training configuration, metrics, provenance, fitted
+preprocessing/tiering and a ``checksum``: ``"sha256:"`` + the hex SHA-256
+of the canonical JSON (sorted keys, no whitespace) of every other field.
+A file in the original format (no ``schemaVersion``) still loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import NUM_CLASSES, TIER_MIDPOINTS
+from .errors import ArtifactValidationError
+from .features import FEATURE_NAMES, N_FEATURES, Preprocessing
+from .metrics import EvaluationReport
+from .tiering import Tiering
+
+SCHEMA_VERSION = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class TrainingInfo(_Model):
+    optimizer: str
+    l2: float = Field(description="lambda of (lambda/2)*||W||^2")
+    classWeight: str = "none"
+    iterations: int
+    finalObjective: float
+    gradientNorm: float
+    converged: bool
+    tol: float
+    seed: int
+    testFraction: float | None = None
+    durationSeconds: float
+
+
+class SplitRows(_Model):
+    train: int
+    test: int
+
+
+class ClassCounts(_Model):
+    train: list[int]
+    test: list[int]
+
+
+class DataProvenance(_Model):
+    source: str
+    sha256: str
+    format: str
+    rows: SplitRows
+    classCounts: ClassCounts
+
+
+class Metrics(_Model):
+    test: EvaluationReport
+    trainAccuracy: float
+
+
+class ModelArtifact(_Model):
+    """Schema of ``ml-weights.json`` (both the original and schema version 2)."""
+
+    schemaVersion: int | None = Field(None, description="2 for this format; absent in the original format")
+    modelVersion: str = Field(description="Version id, e.g. v20261129T101500123456Z-1a2b3c4d")
+    featureNames: list[str]
+    numClasses: int = NUM_CLASSES
+    weights: list[list[float]] = Field(description="numClasses x 15; logits = W x + b")
+    biases: list[float]
+    tierMidpoints: list[float] = Field(default_factory=lambda: list(TIER_MIDPOINTS))
+    trainedAt: str
+    accuracy: float | None = Field(None, description="test accuracy")
+    confusionMatrix: list[list[int]] | None = None
+    training: TrainingInfo | None = None
+    metrics: Metrics | None = None
+    data: DataProvenance | None = None
+    preprocessing: Preprocessing | None = None
+    tiering: Tiering | None = None
+    checksum: str | None = None
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelArtifact:
+        if self.numClasses != NUM_CLASSES:
+            raise ValueError(f"numClasses must be {NUM_CLASSES}, got {self.numClasses}")
+        if list(self.featureNames) != list(FEATURE_NAMES):
+            raise ValueError(f"featureNames must be the 15 features in order: {', '.join(FEATURE_NAMES)}")
+        if len(self.weights) != NUM_CLASSES or any(len(r) != N_FEATURES for r in self.weights):
+            raise ValueError(f"weights must be {NUM_CLASSES} x {N_FEATURES}")
+        if len(self.biases) != NUM_CLASSES:
+            raise ValueError(f"biases must have {NUM_CLASSES} values")
+        if not all(math.isfinite(v) for row in self.weights for v in row) or not all(
+                math.isfinite(v) for v in self.biases):
+            raise ValueError("weights and biases must be finite")
+        mids = self.tierMidpoints
+        if len(mids) != NUM_CLASSES or not all(0 <= m <= 100 for m in mids) or sorted(mids) != list(mids):
+            raise ValueError("tierMidpoints must be 5 increasing values in [0, 100]")
+        return self
+
+    @property
+    def source_kind(self) -> str:
+        return "legacy" if self.schemaVersion is None else "v2"
+
+
+def canonical_checksum(doc: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``doc`` without its ``checksum`` key."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """A version id that sorts in creation order: ``vYYYYmmddTHHMMSSffffffZ-<8 hex>``."""
+    now = now or datetime.now(UTC)
+    return f"v{now.astimezone(UTC):%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
+
+
+def _error_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "artifact"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> ModelArtifact:
+    """Parse and validate an artifact.
+
+    Raises
+    ------
+    ArtifactValidationError
+        Invalid JSON, wrong shapes, non-finite values, wrong feature names or
+        order, or (schema 2) a missing or mismatching checksum.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactValidationError(f"{source}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ArtifactValidationError(f"{source}: expected a JSON object")
+    legacy = "schemaVersion" not in doc
+    if legacy:
+        # The original file: no version or midpoints; name it by its content.
+        raw = data.encode() if isinstance(data, str) else data
+        doc = {**doc, "modelVersion": "legacy-" + hashlib.sha256(raw).hexdigest()[:12]}
+        known = set(ModelArtifact.model_fields)
+        doc = {k: v for k, v in doc.items() if k in known}
+    elif doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise ArtifactValidationError(f"{source}: unsupported schemaVersion {doc.get('schemaVersion')!r}")
+    if not legacy or "checksum" in doc:
+        expected = doc.get("checksum")
+        if not isinstance(expected, str):
+            raise ArtifactValidationError(f"{source}: missing checksum")
+        try:
+            actual = canonical_checksum(doc)
+        except ValueError:
+            raise ArtifactValidationError(f"{source}: contains non-finite numbers") from None
+        if actual != expected:
+            raise ArtifactValidationError(f"{source}: checksum mismatch (corrupt or modified file)")
+    try:
+        return ModelArtifact.model_validate(doc)
+    except ValidationError as exc:
+        raise ArtifactValidationError(f"{source}: {_error_text(exc)}") from None
+
+
+def artifact_document(artifact: ModelArtifact) -> dict[str, Any]:
+    """The JSON document of ``artifact`` with a fresh checksum."""
+    doc = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc.pop("checksum", None)
+    doc["checksum"] = canonical_checksum(doc)
+    return doc
+
+
+def dump_artifact(artifact: ModelArtifact) -> bytes:
+    """Serialise with a fresh checksum; ``dump(load(dump(a))) == dump(a)`` byte for byte."""
+    return (json.dumps(artifact_document(artifact), indent=2, allow_nan=False) + "\n").encode()
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,85 @@
+"""Settings read from the environment, once, at handler entry.
+
+Each field of a settings model is read from the environment variable of the
+same name in upper case (``model_bucket`` <- ``MODEL_BUCKET``). The template
+(``template.yaml``) sets exactly these names; a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
+
+
+class _EnvSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Environment variable names this model reads."""
+        return [name.upper() for name in cls.model_fields]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Build the settings from ``environ`` (default: ``os.environ``).
+
+        Empty strings count as unset, so a template can pass ``""`` for an
+        optional value.
+
+        Raises
+        ------
+        ConfigurationError
+            When a variable is present but invalid.
+        """
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[name.upper()]
+            for name in cls.model_fields
+            if env.get(name.upper(), "") != ""
+        }
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid environment: {problems}") from None
+
+
+def _prefix(value: str) -> str:
+    value = value.lstrip("/")
+    return value if value.endswith("/") or value == "" else value + "/"
+
+
+class PredictSettings(_EnvSettings):
+    """Configuration of the predict function."""
+
+    model_bucket: str | None = Field(None, description="Bucket holding the model artifacts and pointer.")
+    model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
+    model_version: str | None = Field(None, description="Pin this version instead of following the pointer.")
+    model_refresh_seconds: float = Field(0.0, ge=0, description="Warm containers re-check the pointer this often; 0 = never.")
+    max_batch: int = Field(1000, ge=1, le=100_000, description="Largest number of instances in one request.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (decoded).")
+
+    _norm_prefix = field_validator("model_prefix")(_prefix)
+
+
+class RetrainSettings(_EnvSettings):
+    """Configuration of the retrain function."""
+
+    model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's bucket).")
+    model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
+    training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")
+    max_training_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse training objects larger than this.")
+    train_optimizer: Literal["newton", "gd"] = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
+    train_l2: float = Field(0.001, ge=0, description="L2 strength lambda of the objective.")
+    train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")
+    promotion_f1_tolerance: float = Field(0.01, ge=0, description="New model may lose at most this much macro-F1.")
+    promotion_logloss_tolerance: float = Field(0.02, ge=0, description="New model may gain at most this much log-loss.")
+
+    _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)

@@ -1,0 +1,74 @@
+"""Domain errors of the virality library.
+
+Every error a user can cause derives from :class:`ViralityError`, so the
+outermost edge (CLI, Lambda handlers) can turn it into a clear message
+without a traceback, while genuine bugs still surface as such.
+"""
+
+from __future__ import annotations
+
+
+class ViralityError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class DataValidationError(ViralityError, ValueError):
+    """Training or input data is malformed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, in words a user can act on.
+    row : int or None
+        1-based line (CSV, JSON Lines) or 0-based array index (seed JSON)
+        of the offending record, when there is one.
+    column : str or None
+        Name of the offending column / field, when there is one.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
+                 location: str | None = None) -> None:
+        self.message = message
+        self.row = row
+        self.column = column
+        self.location = location
+        where = []
+        if location:
+            where.append(location)
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class ConfigurationError(ViralityError, ValueError):
+    """A setting (environment variable, CLI option, training option) is invalid."""
+
+
+class ArtifactValidationError(ViralityError, ValueError):
+    """A model artifact (``ml-weights.json``) is malformed, inconsistent or tampered with."""
+
+
+class ModelNotFoundError(ViralityError, LookupError):
+    """No model is published (no pointer), or the named version does not exist."""
+
+
+class PointerConflictError(ViralityError):
+    """The model pointer changed between read and conditional write (optimistic concurrency)."""
+
+
+class VersionExistsError(ViralityError):
+    """A model object already exists at the key being published; it is never overwritten."""
+
+
+class TrainingDataTooLargeError(ViralityError):
+    """The training object is larger than the configured ``MAX_TRAINING_BYTES``."""
+
+
+class TrainingSourceNotFoundError(ViralityError, LookupError):
+    """The training object named by the event does not exist (deleted or wrong version)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimizer stopped at ``max_iter`` before reaching the gradient tolerance."""

@@ -1,0 +1,478 @@
+"""Multinomial logistic regression (softmax): objective, optimizers, prediction.
+
+Pure NumPy: no I/O, no environment. Names follow scikit-learn
+(``X, y, coef, intercept, l2_reg_strength, tol, max_iter``).
+
+Objective
+---------
+For ``n_samples`` rows ``x_i`` with labels ``y_i`` in ``0..K-1`` and sample
+weights ``s_i`` (1 unless class-weighted)::
+
+    F(W, b) = sum_i s_i * CE(softmax(W x_i + b), y_i) / sum_i s_i + (l2 / 2) * ||W||_F^2
+
+Biases are not regularised. With ``s_i = 1`` this is scikit-learn's
+``LogisticRegression(C=1 / (l2 * n_samples))`` objective.
+
+Optimizers
+----------
+``newton``  (default) damped Newton on the exact ``K(d+1) x K(d+1)`` Hessian
+            (80 x 80 for 5 tiers, 15 features), Armijo backtracking, stopping
+            when ``max|grad| <= tol``. Classes absent from ``y`` are left out
+            of the optimisation (their optimum intercept is ``-inf``) and get a
+            finite, negligible logit afterwards.
+``gd``      the original TypeScript algorithm, reproduced exactly: class-major
+            init ``(u - 0.5) * 0.01`` with ``u`` from mulberry32(seed), zero
+            biases, full-batch gradient descent, learning rate 0.1 decayed by
+            0.999 after each epoch, 200 epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .errors import ConfigurationError, ConvergenceWarning
+
+Optimizer = Literal["newton", "gd"]
+OPTIMIZERS: tuple[str, ...] = ("newton", "gd")
+
+#: Rows per block when streaming over ``X``: bounds temporaries to a few MB
+#: whatever ``n_samples`` is, so peak memory stays close to ``X`` itself.
+CHUNK_ROWS = 16384
+
+#: Logit gap given to a class that never occurs in the training labels: its
+#: probability is ~exp(-30) ~ 1e-13 of the least likely present class.
+ABSENT_CLASS_LOGIT_GAP = 30.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def softmax(Z: np.ndarray, copy: bool = True) -> np.ndarray:
+    """Row-wise softmax, shifted by the row max for stability.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_samples, n_classes)
+    copy : bool
+        When False, ``Z`` is overwritten.
+
+    Returns
+    -------
+    P : ndarray of shape (n_samples, n_classes), rows summing to 1.
+    """
+    P = np.array(Z, dtype=np.float64, copy=True) if copy else Z
+    P -= P.max(axis=1, keepdims=True)
+    np.exp(P, out=P)
+    P /= P.sum(axis=1, keepdims=True)
+    return P
+
+
+def predict_proba(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """Class probabilities.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    coef : ndarray of shape (n_classes, n_features)
+    intercept : ndarray of shape (n_classes,)
+
+    Returns
+    -------
+    P : ndarray of shape (n_samples, n_classes)
+    """
+    Z = X @ coef.T
+    Z += intercept
+    return softmax(Z, copy=False)
+
+
+def mulberry32(seed: int) -> Iterator[float]:
+    """The mulberry32 PRNG of the original TypeScript code, as an iterator of floats in [0, 1)."""
+    a = seed & 0xFFFFFFFF
+    while True:
+        a = (a + 0x6D2B79F5) & 0xFFFFFFFF
+        t = ((a ^ (a >> 15)) * (1 | a)) & 0xFFFFFFFF
+        t = ((t + (((t ^ (t >> 7)) * (61 | t)) & 0xFFFFFFFF)) & 0xFFFFFFFF) ^ t
+        yield ((t ^ (t >> 14)) & 0xFFFFFFFF) / 4294967296.0
+
+
+def class_weights(y: np.ndarray, n_classes: int, mode: str | None, cap_ratio: float = 3.0) -> np.ndarray:
+    """Per-class loss weights.
+
+    ``None``/``"none"`` gives ones; ``"balanced"`` gives inverse class
+    frequency ``n / (k * n_c)`` over the ``k`` present classes, capped at
+    ``cap_ratio`` times the smallest weight (absent classes get 0).
+
+    Returns
+    -------
+    weights : ndarray of shape (n_classes,)
+    """
+    if mode in (None, "none"):
+        return np.ones(n_classes)
+    if mode != "balanced":
+        raise ConfigurationError(f"class_weight must be 'none' or 'balanced', got {mode!r}")
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = y.shape[0] / (present.sum() * counts[present])
+    weights[present] = np.minimum(weights[present], cap_ratio * weights[present].min())
+    return weights
+
+
+# --------------------------------------------------------------------------- objective
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """Training data bound to the objective's constants."""
+
+    X: np.ndarray            # (n_samples, n_features) float64, C-contiguous
+    y: np.ndarray            # (n_samples,) int, in 0..n_classes-1
+    sample_weight: np.ndarray | None  # (n_samples,) or None for all ones
+    sw_sum: float
+    l2_reg_strength: float
+    n_classes: int
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        n = self.X.shape[0]
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            sw = None if self.sample_weight is None else self.sample_weight[start:stop]
+            yield self.X[start:stop], self.y[start:stop], sw
+
+
+def _make_problem(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                  l2_reg_strength: float, n_classes: int) -> _Problem:
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.intp)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    if sample_weight is not None:
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    sw_sum = float(X.shape[0] if sample_weight is None else sample_weight.sum())
+    return _Problem(X, y, sample_weight, sw_sum, float(l2_reg_strength), n_classes)
+
+
+def _augment(Xc: np.ndarray) -> np.ndarray:
+    """``[Xc, 1]``: the bias is the last coordinate of each class's parameters."""
+    Xa = np.empty((Xc.shape[0], Xc.shape[1] + 1))
+    Xa[:, :-1] = Xc
+    Xa[:, -1] = 1.0
+    return Xa
+
+
+def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
+                    ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Objective, gradient and (optionally) Hessian at ``theta``, streaming over ``X``.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_classes, n_features + 1)
+        Row ``k`` is ``[coef[k], intercept[k]]``.
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (n_classes, n_features + 1)
+    hess : ndarray of shape (n_classes * (n_features + 1),) * 2, or None
+
+    Notes
+    -----
+    With ``xa = [x, 1]`` and ``v_i = p_i (x) xa_i`` (Kronecker product, length
+    ``K(d+1)``), the Hessian of the data term is
+    ``sum_i s_i (blockdiag_k(p_ik xa_i xa_i^T) - v_i v_i^T) / sum_i s_i``:
+    one ``(m, K(d+1))`` buffer and two GEMMs per block of rows.
+    """
+    K, p = theta.shape
+    loss = 0.0
+    grad = np.zeros((K, p))
+    if hessian:
+        outer = np.zeros((K * p, K * p))
+        diag_blocks = np.zeros((p, K * p))
+        V = np.empty((min(CHUNK_ROWS, prob.X.shape[0]), K, p))
+    for Xc, yc, swc in prob.chunks():
+        m = Xc.shape[0]
+        rows = np.arange(m)
+        Xa = _augment(Xc)
+        Z = Xa @ theta.T                                  # (m, K)
+        Z -= Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        norm = P.sum(axis=1, keepdims=True)
+        P /= norm
+        ce = np.log(norm[:, 0]) - Z[rows, yc]             # logsumexp(z) - z_y
+        loss += float(ce @ swc) if swc is not None else float(ce.sum())
+        R = P.copy()
+        R[rows, yc] -= 1.0
+        if swc is not None:
+            R *= swc[:, None]
+        grad += R.T @ Xa
+        if hessian:
+            Vc = V[:m]
+            np.multiply(P[:, :, None], Xa[:, None, :], out=Vc)
+            V2 = Vc.reshape(m, K * p)
+            if swc is None:
+                outer += V2.T @ V2
+                diag_blocks += Xa.T @ V2
+            else:
+                Vs = V2 * swc[:, None]
+                outer += Vs.T @ V2
+                diag_blocks += Xa.T @ Vs
+    loss /= prob.sw_sum
+    grad /= prob.sw_sum
+    W = theta[:, :-1]
+    loss += 0.5 * prob.l2_reg_strength * float(np.sum(W * W))
+    grad[:, :-1] += prob.l2_reg_strength * W
+    if not hessian:
+        return loss, grad, None
+    H = -outer
+    reg = np.zeros(p)
+    reg[:-1] = prob.l2_reg_strength * prob.sw_sum
+    for k in range(K):
+        H[k * p:(k + 1) * p, k * p:(k + 1) * p] += diag_blocks[:, k * p:(k + 1) * p] + np.diag(reg)
+    H /= prob.sw_sum
+    # symmetrise away rounding so the solver sees an exactly symmetric matrix
+    H = 0.5 * (H + H.T)
+    return loss, grad, H
+
+
+def loss_gradient(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray,
+                  l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None
+                  ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Objective value and gradient (see module docstring).
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_classes, n_features)
+    intercept : ndarray of shape (n_classes,)
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,), integers in ``0..n_classes-1``
+    l2_reg_strength : float
+    sample_weight : ndarray of shape (n_samples,) or None
+
+    Returns
+    -------
+    loss : float
+    grad_coef : ndarray of shape (n_classes, n_features)
+    grad_intercept : ndarray of shape (n_classes,)
+    """
+    prob = _make_problem(X, y, sample_weight, l2_reg_strength, coef.shape[0])
+    theta = np.column_stack([coef, intercept])
+    loss, grad, _ = _loss_grad_hess(theta, prob, hessian=False)
+    return loss, grad[:, :-1], grad[:, -1]
+
+
+def objective(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray,
+              l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None) -> float:
+    """Objective value only (see :func:`loss_gradient`)."""
+    return loss_gradient(coef, intercept, X, y, l2_reg_strength, sample_weight)[0]
+
+
+def hessian(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray,
+            l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Exact Hessian w.r.t. ``[coef[k], intercept[k]]`` stacked class by class.
+
+    Returns
+    -------
+    H : ndarray of shape (n_classes * (n_features + 1),) * 2
+    """
+    prob = _make_problem(X, y, sample_weight, l2_reg_strength, coef.shape[0])
+    theta = np.column_stack([coef, intercept])
+    return _loss_grad_hess(theta, prob, hessian=True)[2]
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_classes, n_features)
+    intercept : ndarray of shape (n_classes,)
+    n_iter : int
+        Newton iterations or GD epochs.
+    objective : float
+        Final objective value (over the classes that were optimised).
+    grad_norm : float
+        Max-abs gradient at the returned parameters.
+    converged : bool
+        Whether ``grad_norm <= tol`` (always False-or-True honestly; GD never claims it
+        unless it really got there).
+    optimizer : str
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+    objective: float
+    grad_norm: float
+    converged: bool
+    optimizer: str
+
+
+ProgressCallback = Callable[[int, float, float], None]
+
+
+def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "newton",
+        l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None,
+        tol: float = 1e-8, max_iter: int = 100, seed: int = 42, epochs: int = 200,
+        learning_rate: float = 0.1, decay: float = 0.999,
+        callback: ProgressCallback | None = None) -> FitResult:
+    """Fit the softmax classifier.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        Class indices ``0..n_classes-1``.
+    n_classes : int
+    optimizer : {"newton", "gd"}
+    l2_reg_strength : float
+        ``lambda`` of the objective, >= 0.
+    sample_weight : ndarray of shape (n_samples,) or None
+    tol : float
+        Newton stops when ``max|grad| <= tol``.
+    max_iter : int
+        Newton iteration cap; reaching it emits :class:`ConvergenceWarning`.
+    seed, epochs, learning_rate, decay : GD settings (the original's defaults).
+    callback : callable ``(iteration, objective, grad_norm)``, optional
+        Progress hook, called once per iteration/epoch.
+
+    Returns
+    -------
+    FitResult
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ConfigurationError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if not (l2_reg_strength >= 0 and math.isfinite(l2_reg_strength)):
+        raise ConfigurationError(f"l2 must be a finite number >= 0, got {l2_reg_strength!r}")
+    if not tol > 0:
+        raise ConfigurationError(f"tol must be > 0, got {tol!r}")
+    prob = _make_problem(X, y, sample_weight, l2_reg_strength, n_classes)
+    if prob.X.shape[0] == 0:
+        raise ValueError("cannot fit on zero samples")
+    if optimizer == "gd":
+        return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
+    return _fit_newton(prob, tol, max_iter, callback)
+
+
+def _fit_gd(prob: _Problem, seed: int, epochs: int, learning_rate: float, decay: float, tol: float,
+            callback: ProgressCallback | None) -> FitResult:
+    K, d = prob.n_classes, prob.X.shape[1]
+    rng = mulberry32(seed)
+    theta = np.zeros((K, d + 1))
+    for k in range(K):          # class-major, exactly as the original
+        for j in range(d):
+            theta[k, j] = (next(rng) - 0.5) * 0.01
+    lr = learning_rate
+    loss = grad_norm = math.nan
+    for epoch in range(epochs):
+        loss, grad, _ = _loss_grad_hess(theta, prob, hessian=False)
+        theta -= lr * grad
+        lr *= decay
+        if callback is not None:
+            callback(epoch + 1, loss, float(np.abs(grad).max()))
+    loss, grad, _ = _loss_grad_hess(theta, prob, hessian=False)
+    grad_norm = float(np.abs(grad).max())
+    return FitResult(theta[:, :-1].copy(), theta[:, -1].copy(), epochs, loss, grad_norm,
+                     grad_norm <= tol, "gd")
+
+
+#: Above this many rows, Newton first runs on a strided subsample of
+#: ``SUBSAMPLE_ROWS`` rows and then finishes on the full data: the warm start
+#: lands within O(1/sqrt(SUBSAMPLE_ROWS)) of the optimum, so the full data
+#: needs only two or three (quadratically convergent) iterations.
+SUBSAMPLE_MIN_ROWS = 250_000
+SUBSAMPLE_ROWS = 65_536
+
+
+def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
+                 callback: ProgressCallback | None, it0: int = 0
+                 ) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """Damped Newton from ``theta``; returns ``(theta, loss, grad, n_iter)``."""
+    K, p = theta.shape
+    # The objective is invariant to adding a constant to every intercept; that
+    # direction u spans the Hessian's null space. Adding mu * u u^T makes the
+    # system definite without changing the step (the gradient is orthogonal to u).
+    u = np.zeros((K, p))
+    u[:, -1] = 1.0 / math.sqrt(K)
+    u = u.ravel()
+    loss, grad, _ = _loss_grad_hess(theta, prob, hessian=False)
+    n_iter = 0
+    while float(np.abs(grad).max()) > tol and n_iter < max_iter:
+        n_iter += 1
+        H = _loss_grad_hess(theta, prob, hessian=True)[2]
+        g = grad.ravel()
+        mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
+        try:
+            step = -np.linalg.solve(H + mu * np.outer(u, u), g)
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(H, g, rcond=None)[0]
+        slope = float(g @ step)
+        if not slope < 0:       # not a descent direction (numerically singular H): use -g
+            step, slope = -g, -float(g @ g)
+        t = 1.0
+        # Armijo backtracking; the slack absorbs rounding once F stops changing in float64.
+        slack = 64 * np.finfo(float).eps * abs(loss)
+        for _ in range(60):
+            new_theta = theta + t * step.reshape(K, p)
+            new_loss, new_grad, _ = _loss_grad_hess(new_theta, prob, hessian=False)
+            if new_loss <= loss + 1e-4 * t * slope + slack:
+                break
+            t *= 0.5
+        else:
+            break               # no decrease representable in float64: stop and report
+        theta, loss, grad = new_theta, new_loss, new_grad
+        if callback is not None:
+            callback(it0 + n_iter, loss, float(np.abs(grad).max()))
+    return theta, loss, grad, n_iter
+
+
+def _fit_newton(prob: _Problem, tol: float, max_iter: int, callback: ProgressCallback | None) -> FitResult:
+    K_all, d = prob.n_classes, prob.X.shape[1]
+    present = np.flatnonzero(np.bincount(prob.y, minlength=K_all) > 0)
+    if present.size < K_all:
+        # Optimise over the present classes only: an absent class's optimum is b = -inf.
+        remap = np.full(K_all, -1)
+        remap[present] = np.arange(present.size)
+        prob = _Problem(prob.X, remap[prob.y], prob.sample_weight, prob.sw_sum,
+                        prob.l2_reg_strength, int(present.size))
+    theta = np.zeros((prob.n_classes, d + 1))
+    n_iter = 0
+    n_samples = prob.X.shape[0]
+    if n_samples > SUBSAMPLE_MIN_ROWS:
+        stride = n_samples // SUBSAMPLE_ROWS
+        sw = None if prob.sample_weight is None else prob.sample_weight[::stride].copy()
+        sub = _Problem(prob.X[::stride].copy(), prob.y[::stride].copy(), sw,
+                       float(sw.sum()) if sw is not None else float(prob.X[::stride].shape[0]),
+                       prob.l2_reg_strength, prob.n_classes)
+        if np.unique(sub.y).size == prob.n_classes:
+            theta, _, _, n_iter = _newton_loop(sub, theta, max(tol, 1e-6), max_iter, None)
+    theta, loss, grad, more = _newton_loop(prob, theta, tol, max_iter, callback, n_iter)
+    n_iter += more
+    grad_norm = float(np.abs(grad).max())
+    converged = grad_norm <= tol
+    if not converged:
+        warnings.warn(f"newton stopped after {n_iter} iterations with max|grad| = {grad_norm:.3g} > tol = {tol:g}",
+                      ConvergenceWarning, stacklevel=3)
+    # Canonical form: mean intercept 0 (the objective does not see the shift).
+    theta[:, -1] -= theta[:, -1].mean()
+    coef = np.zeros((K_all, d))
+    intercept = np.zeros(K_all)
+    coef[present] = theta[:, :-1]
+    intercept[present] = theta[:, -1]
+    if present.size < K_all:
+        absent = np.setdiff1d(np.arange(K_all), present)
+        # finite stand-in for -inf: below every present logit for any x in [0, 1]^d
+        intercept[absent] = (theta[:, -1].min() - ABSENT_CLASS_LOGIT_GAP
+                             - float(np.abs(theta[:, :-1]).sum(axis=1).max()))
+    return FitResult(coef, intercept, n_iter, loss, grad_norm, converged, "newton")

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs `sam build` and checks the built ViralityLayer:
+#   * it contains the virality package (with its baseline/*.json package data)
+#     and a .pyc next to every .py (precompiled for CPython 3.12);
+#   * `import virality, numpy, pydantic, aws_lambda_powertools` works from it
+#     with python3.12, every imported module being loaded from the layer's own
+#     bytecode.
+#
+# The layer is built for the functions' architecture (arm64). When this host
+# has another architecture, the arm64 wheels cannot be imported here, so the
+# import check runs on a second build of the same Makefile for the host's
+# architecture (LAYER_ARCH), in a temporary directory.
+#
+# python3.12 is looked up as `python3.12` on PATH, then as the newest 3.12.x
+# installed with pyenv (selected through PYENV_VERSION). Without one, the
+# check is skipped (exit 0) with a message. `sam` comes from $TOOLS_VENV/bin
+# (default .venv-tools) or PATH. Extra arguments are passed to `sam build`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TOOLS_VENV="${TOOLS_VENV:-.venv-tools}"
+BUILD_DIR="${BUILD_DIR:-.aws-sam/build}"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+export SAM_CLI_TELEMETRY=0
+
+is_py312() { "$@" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 12) else 1)' >/dev/null 2>&1; }
+
+# --- find python3.12 -------------------------------------------------------
+PY=""
+if command -v python3.12 >/dev/null 2>&1 && is_py312 python3.12; then
+    PY=python3.12
+elif command -v pyenv >/dev/null 2>&1; then
+    newest="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12\.[0-9]+$' | sort -t. -k3,3n | tail -n 1 || true)"
+    if [[ -n "$newest" ]]; then
+        export PYENV_VERSION="$newest"
+        if is_py312 python3.12; then
+            PY=python3.12
+            echo "using python3.12 from pyenv (PYENV_VERSION=$PYENV_VERSION)"
+        fi
+    fi
+fi
+if [[ -z "$PY" ]]; then
+    echo "SKIP  layer build check: no python3.12 (not on PATH, no pyenv 3.12.x); install one, e.g. 'pyenv install 3.12'"
+    exit 0
+fi
+
+if [[ -x "$TOOLS_VENV/bin/sam" ]]; then
+    SAM="$TOOLS_VENV/bin/sam"
+elif command -v sam >/dev/null 2>&1; then
+    SAM="$(command -v sam)"
+else
+    echo "FAIL  layer build check: 'sam' not found (looked in $TOOLS_VENV/bin and PATH)"
+    exit 1
+fi
+
+# --- sam build ---------------------------------------------------------------
+if ! "$SAM" build --build-dir "$BUILD_DIR" "$@"; then
+    echo "FAIL  sam build"
+    exit 1
+fi
+echo "PASS  sam build"
+
+LAYER="$BUILD_DIR/ViralityLayer/python"
+fail() { echo "FAIL  $*"; exit 1; }
+
+[[ -f "$LAYER/virality/__init__.py" ]] || fail "built layer has no $LAYER/virality/__init__.py"
+for src in layers/virality/virality/baseline/*.json; do
+    [[ -e "$src" ]] || continue
+    [[ -f "$LAYER/virality/baseline/$(basename "$src")" ]] || fail "built layer lacks package data virality/baseline/$(basename "$src")"
+done
+
+# Every .py must have its cpython-312 .pyc; nothing may be left uncompiled.
+"$PY" - "$LAYER" <<'EOF' || fail "bytecode check of $LAYER"
+import importlib.util, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+sources = [p for p in root.rglob("*.py")]
+missing = [p for p in sources if not pathlib.Path(importlib.util.cache_from_source(str(p))).is_file()]
+pycs = list(root.rglob("__pycache__/*.cpython-312.pyc"))
+size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+print(f"      layer: {size / 2**20:.1f} MiB, {len(sources)} .py, {len(pycs)} .pyc (cpython-312), {len(missing)} without .pyc")
+for p in missing[:10]:
+    print(f"      no .pyc: {p}")
+sys.exit(1 if missing or not pycs else 0)
+EOF
+echo "PASS  built layer has .pyc for every module"
+
+# --- import check --------------------------------------------------------------
+host_arch="$(uname -m)"
+[[ "$host_arch" == arm64 ]] && host_arch=aarch64
+layer_arch="$(sed -n 's/^LAYER_ARCH ?= *//p' layers/virality/Makefile)"
+IMPORT_DIR="$LAYER"
+if [[ "$host_arch" != "$layer_arch" ]]; then
+    TMP_BUILD="$(mktemp -d)"
+    trap 'rm -rf "$TMP_BUILD"' EXIT
+    echo "      host is $host_arch, layer is $layer_arch: building a $host_arch copy for the import check"
+    make --no-print-directory -s -f layers/virality/Makefile build-ViralityLayer \
+        ARTIFACTS_DIR="$TMP_BUILD" LAYER_ARCH="$host_arch" PYTHON="$PY" >/dev/null \
+        || fail "make build-ViralityLayer LAYER_ARCH=$host_arch"
+    IMPORT_DIR="$TMP_BUILD/python"
+fi
+
+PYTHONPATH="$IMPORT_DIR" PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 "$PY" -s - "$IMPORT_DIR" <<'EOF' || fail "import from the built layer"
+import os, sys
+layer = os.path.realpath(sys.argv[1])
+import virality, numpy, pydantic, aws_lambda_powertools  # noqa: F401,E401
+for name in ("virality", "numpy", "pydantic", "aws_lambda_powertools"):
+    where = os.path.realpath(sys.modules[name].__file__)
+    if not where.startswith(layer + os.sep):
+        sys.exit(f"{name} was imported from {where}, not from the layer")
+no_pyc = [
+    m.__name__ for m in list(sys.modules.values())
+    if getattr(m, "__file__", None) and m.__file__.endswith(".py")
+    and os.path.realpath(m.__file__).startswith(layer + os.sep)
+    and not (m.__cached__ and os.path.isfile(m.__cached__))
+]
+if no_pyc:
+    sys.exit(f"modules loaded without bytecode: {no_pyc[:10]}")
+print(f"      numpy {numpy.__version__}, pydantic {pydantic.VERSION}, powertools {aws_lambda_powertools.__version__ if hasattr(aws_lambda_powertools, '__version__') else '?'}")
+EOF
+echo "PASS  python3.12 imports virality, numpy, pydantic, aws_lambda_powertools from the layer"
