@@ -72,3 +72,21 @@ class TrainingSourceNotFoundError(ViralityError, LookupError):
 
 class ConvergenceWarning(UserWarning):
     """The optimizer stopped at ``max_iter`` before reaching the gradient tolerance."""
+
+
+class RequestValidationError(ViralityError, ValueError):
+    """An API request is malformed; ``details`` name each offending field.
+
+    Parameters
+    ----------
+    message : str
+    details : list of {"field": str, "message": str}
+    status : int
+        HTTP status to answer with (400 syntax, 413 too large, 422 semantics).
+    """
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.status = status

@@ -1,0 +1,199 @@
+"""predict Lambda: POST /predict, GET /model, GET /health behind API Gateway (REST, proxy).
+
+Thin by design: routes validate with :mod:`virality.api`, ask the
+module-level :class:`~virality.serving.ModelProvider` for the model (loaded
+once per cold start, refreshed per ``MODEL_REFRESH_SECONDS``) and return.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from virality import __version__
+from virality.api import (
+    BatchPredictResponse,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    decode_body,
+    parse_predict_request,
+    predict as predict_body,
+)
+from virality.config import PredictSettings
+from virality.errors import RequestValidationError
+from virality.observability import capture_lambda_handler, logger, metrics
+from virality.serving import ModelProvider
+
+app = APIGatewayRestResolver()
+
+#: The model cache of this container: created on the first invocation, not at import.
+_provider: ModelProvider | None = None
+
+
+def provider() -> ModelProvider:
+    global _provider
+    if _provider is None:
+        _provider = ModelProvider.from_settings(PredictSettings.from_env())
+    return _provider
+
+
+def reset() -> None:
+    """Forget the loaded model (a new container, as far as this module is concerned)."""
+    global _provider
+    _provider = None
+
+
+_ERRORS = {
+    400: {"description": "Malformed body: invalid JSON or base64, duplicated field",
+          "content": {"application/json": {"model": ErrorResponse}}},
+    404: {"description": "Unknown path", "content": {"application/json": {"model": ErrorResponse}}},
+    405: {"description": "Method not allowed on this path", "content": {"application/json": {"model": ErrorResponse}}},
+    413: {"description": "Body or batch too large", "content": {"application/json": {"model": ErrorResponse}}},
+    422: {"description": "Invalid request: the details name every offending field",
+          "content": {"application/json": {"model": ErrorResponse}}},
+}
+
+
+@app.post(
+    "/predict",
+    summary="Predict virality",
+    description="Score one video (features, raw video or pipeline feature vector) or a batch of them.",
+    responses={200: {"description": "Prediction(s)", "content": {"application/json": {
+        "schema": {"oneOf": [{"$ref": "#/components/schemas/PredictResponse"},
+                             {"$ref": "#/components/schemas/BatchPredictResponse"}]}}}},
+               **_ERRORS},
+)
+def predict(request: Annotated[PredictRequest, Body(description="One instance or a batch")] = None  # type: ignore[assignment]
+            ) -> PredictResponse | BatchPredictResponse:
+    # The annotation documents the body for OpenAPI; validation is ours (faster, clearer errors).
+    event = app.current_event
+    settings = provider().settings
+    raw = decode_body(event.body, bool(event.is_base64_encoded), settings.max_body_bytes)
+    parsed = parse_predict_request(raw, settings.max_batch)
+    loaded = provider().get()
+    body = predict_body(parsed, loaded.model)
+    n = len(parsed.instances) if parsed.instances is not None else 1
+    metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=n)
+    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=n)
+    metrics.add_metadata(key="model_version", value=loaded.model.version)
+    return body  # type: ignore[return-value]
+
+
+@app.get("/model", summary="The loaded model", responses={200: {"description": "Model information", "content": {
+    "application/json": {"model": ModelInfo}}}})
+def model_info() -> ModelInfo:
+    p = provider()
+    loaded = p.get()
+    a = loaded.model.artifact
+    return {  # type: ignore[return-value]
+        **p.status(),
+        "modelVersion": a.modelVersion,
+        "trainedAt": a.trainedAt,
+        "featureNames": list(a.featureNames),
+        "tierMidpoints": list(a.tierMidpoints),
+        "training": a.training.model_dump(mode="json") if a.training else None,
+        "metrics": a.metrics.model_dump(mode="json", by_alias=True) if a.metrics else (
+            {"accuracy": a.accuracy} if a.accuracy is not None else None),
+        "data": a.data.model_dump(mode="json") if a.data else None,
+    }
+
+
+@app.get("/health", summary="Liveness: 200 when a model is loaded", responses={200: {
+    "description": "A model is loaded", "content": {"application/json": {"model": Health}}}})
+def health() -> Health:
+    loaded = provider().get()
+    return {"status": "ok", "modelVersion": loaded.model.version, "source": loaded.source}  # type: ignore[return-value]
+
+
+def _error(status: int, message: str, details: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body={"error": message, "details": details or []}, headers=headers)
+
+
+def _count_error(kind: str) -> None:
+    with single_metric(name="RequestErrors", unit=MetricUnit.Count, value=1,
+                       namespace=metrics.namespace, default_dimensions=metrics.default_dimensions) as metric:
+        metric.add_dimension(name="ErrorKind", value=kind)
+
+
+@app.exception_handler(RequestValidationError)
+def _bad_request(exc: RequestValidationError) -> Response:
+    kind = {400: "MalformedBody", 413: "TooLarge"}.get(exc.status, "Validation")
+    _count_error(kind)
+    logger.info("rejected request", extra={"status": exc.status, "error": exc.message, "details": exc.details[:5]})
+    return _error(exc.status, exc.message, exc.details)
+
+
+_ROUTES = {"/predict": ("POST",), "/model": ("GET",), "/health": ("GET",), "/openapi.json": ("GET",)}
+
+
+@app.exception_handler(NotFoundError)
+def _not_found(_: NotFoundError) -> Response:
+    path = app.current_event.path
+    allowed = _ROUTES.get(path.rstrip("/") or "/")
+    if allowed:
+        _count_error("MethodNotAllowed")
+        return _error(HTTPStatus.METHOD_NOT_ALLOWED, f"method {app.current_event.http_method} not allowed on {path}",
+                      [{"field": "method", "message": f"allowed: {', '.join(allowed)}"}],
+                      headers={"Allow": ", ".join(allowed)})
+    _count_error("NotFound")
+    return _error(HTTPStatus.NOT_FOUND, f"no route {path}", [{"field": "path", "message": "unknown path"}])
+
+
+@app.exception_handler(Exception)
+def _internal(exc: Exception) -> Response:
+    # Outermost edge: log the traceback for us, never send it to the caller.
+    logger.exception("unhandled error")
+    _count_error("Internal")
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI document of these routes, generated from the pydantic models."""
+    return app.get_openapi_schema(
+        title="Virality prediction API", version=__version__,
+        summary="Predict how viral a TikTok video will be (softmax over 5 tiers, 0-100 score)",
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> dict[str, Any]:
+    return openapi_schema()
+
+
+def _after_restore() -> None:
+    # SnapStart: a restored snapshot may be older than the refresh interval; re-check the pointer.
+    if _provider is not None and _provider.loaded is not None:
+        _provider.refresh()
+
+
+def _before_snapshot() -> None:
+    # SnapStart: load the model during the snapshot so restored containers start warm.
+    provider().get()
+
+
+try:  # only present in the Lambda Python runtime with SnapStart
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+except ImportError:  # pragma: no cover - outside SnapStart
+    pass
+else:  # pragma: no cover
+    register_before_snapshot(_before_snapshot)
+    register_after_restore(_after_restore)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,304 @@
+"""The predict API's request/response models and the request -> prediction path.
+
+Used by the predict Lambda (``functions/predict/app.py``), the local HTTP
+server and the CLI, so every entry point validates and predicts the same way.
+Requests are validated with pydantic in strict mode: strings where numbers
+belong, booleans as numbers, NaN/Infinity, unknown and duplicated fields are
+all rejected with the offending field named (``instances[3].features.likeRate``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model, field_validator, model_validator
+
+from . import NUM_CLASSES
+from .errors import RequestValidationError
+from .features import (
+    FEATURE_NAMES,
+    FEATURES,
+    N_FEATURES,
+    RawColumnsBuilder,
+    feature_vector_to_ml_input,
+    parse_posted_at,
+)
+from .model import ViralityModel
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[float, Field(ge=0.0)]
+Score10 = Annotated[float, Field(ge=0.0, le=10.0)]
+
+NamedFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "NamedFeatures",
+    __config__=_STRICT,
+    __doc__="The 15 model features, each a finite number in [0, 1] (all required).",
+    **{f.name: (Unit, Field(description=f.description)) for f in FEATURES},
+)
+
+
+class VideoRecord(BaseModel):
+    """A raw video record, turned into features exactly as in training."""
+
+    model_config = _STRICT
+
+    videoId: str | None = Field(None, max_length=256, description="Optional caller id, echoed back")
+    views: Count
+    likes: Count
+    comments: Count
+    shares: Count
+    saves: Count
+    followers: Count | None = Field(None, description="Creator's follower count; omit when unknown")
+    durationSeconds: Count
+    hashtagCount: Count
+    hasTrendingSound: StrictBool
+    captionLength: Count | None = Field(None, description="Caption length in characters (or give caption)")
+    caption: str | None = Field(None, max_length=20_000)
+    postedAt: str | Count = Field(description="ISO 8601 timestamp (naive = UTC) or epoch seconds")
+
+    @field_validator("postedAt")
+    @classmethod
+    def _posted_at(cls, value: str | float) -> str | float:
+        parse_posted_at(value)
+        return value
+
+    @model_validator(mode="after")
+    def _caption(self) -> VideoRecord:
+        if self.captionLength is None and self.caption is None:
+            raise ValueError("give captionLength or caption")
+        return self
+
+
+class PipelineFeatureVector(BaseModel):
+    """The content pipeline's partial feature vector (the original ``featureVectorToMLInput``)."""
+
+    model_config = _STRICT
+
+    shareTrigger: Score10 | None = Field(None, description="0-10, default 5")
+    commentProvocation: Score10 | None = Field(None, description="0-10, default 5")
+    durationSeconds: Count | None = Field(None, description="seconds, default 30")
+    hashtagCount: Count | None = Field(None, description="default 5")
+    audioTrendingMatch: Count | None = Field(None, description="> 0 means trending audio")
+    captionScore: Score10 | None = Field(None, description="0-10, default 5")
+
+
+_KINDS = ("features", "video", "featureVector")
+
+
+class Instance(BaseModel):
+    """One input: exactly one of ``features``, ``video`` or ``featureVector``."""
+
+    model_config = _STRICT
+
+    features: NamedFeatures | None = None  # type: ignore[valid-type]
+    video: VideoRecord | None = None
+    featureVector: PipelineFeatureVector | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Instance:
+        given = [k for k in _KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(_KINDS)}" + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class PredictRequest(BaseModel):
+    """A single instance (one of ``features``/``video``/``featureVector``) or a batch (``instances``)."""
+
+    model_config = _STRICT
+
+    features: NamedFeatures | None = None  # type: ignore[valid-type]
+    video: VideoRecord | None = None
+    featureVector: PipelineFeatureVector | None = None
+    instances: list[Instance] | None = Field(None, min_length=1, description="A batch, up to MAX_BATCH instances")
+    explain: StrictBool = Field(False, description="Add per-feature contributions to the predicted tier's logit")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        given = [k for k in (*_KINDS, "instances") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of features, video, featureVector or instances"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class Prediction(BaseModel):
+    score: float = Field(ge=0, le=100, description="0-100: sum of tier probabilities x tier midpoints, 1 decimal")
+    tier: int = Field(ge=1, le=5, description="most probable tier (1 = lowest, 5 = highest)")
+    probabilities: list[float] = Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)
+    contributions: dict[str, float] | None = Field(
+        None, description="explain=true: coefficient x feature value for the predicted tier (exact for a linear model)")
+    videoId: str | None = None
+
+
+class PredictResponse(Prediction):
+    modelVersion: str
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[Prediction]
+    modelVersion: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    modelVersion: str
+    trainedAt: str
+    featureNames: list[str]
+    tierMidpoints: list[float]
+    source: str = Field(description="published (pointer), pinned (MODEL_VERSION) or bundled (baseline)")
+    key: str | None = None
+    loadError: str | None = None
+    lastRefreshError: str | None = None
+    refreshSeconds: float
+    pinnedVersion: str | None = None
+    training: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    modelVersion: str
+    source: str
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise RequestValidationError("duplicated field in JSON", [{"field": key, "message": "duplicated field"}],
+                                         status=400)
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise RequestValidationError("invalid JSON", [{"field": "body", "message": f"{name} is not a JSON number"}],
+                                 status=400)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("function-after[_exactly_one(), Instance]",):
+            path += ("." if path else "") + str(part)
+    return path or "body"
+
+
+def decode_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
+    """The raw request body (API Gateway sends binary-safe bodies base64-encoded)."""
+    if body is None or body == "":
+        raise RequestValidationError("request body is required", [{"field": "body", "message": "empty body"}],
+                                     status=400)
+    raw = body.encode() if isinstance(body, str) else body
+    if is_base64:
+        if len(raw) > (max_bytes * 4) // 3 + 8:
+            raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
+                                         [{"field": "body", "message": "too large"}], status=413)
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestValidationError("body is marked base64 but is not valid base64",
+                                         [{"field": "body", "message": "invalid base64"}], status=400) from None
+    if len(raw) > max_bytes:
+        raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
+                                     [{"field": "body", "message": "too large"}], status=413)
+    return raw
+
+
+def parse_predict_request(raw: bytes, max_batch: int) -> PredictRequest:
+    """Validate a request body.
+
+    Raises
+    ------
+    RequestValidationError
+        400 for bad JSON or duplicated keys, 422 for schema violations (every
+        offending field listed, batch index included).
+    """
+    try:
+        doc = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RequestValidationError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestValidationError("invalid JSON", [{"field": "body", "message": str(exc)}], status=400) from None
+    if not isinstance(doc, dict):
+        raise RequestValidationError("the body must be a JSON object",
+                                     [{"field": "body", "message": f"got {type(doc).__name__}"}])
+    if isinstance(doc.get("instances"), list) and len(doc["instances"]) > max_batch:
+        raise RequestValidationError(f"batch too large: {len(doc['instances'])} instances, MAX_BATCH is {max_batch}",
+                                     [{"field": "instances", "message": f"at most {max_batch} instances"}], status=413)
+    try:
+        return PredictRequest.model_validate(doc)
+    except ValidationError as exc:
+        details = [{"field": _field_path(err["loc"]), "message": err["msg"]} for err in exc.errors()[:50]]
+        raise RequestValidationError("request validation failed", details) from None
+
+
+# --------------------------------------------------------------------------- predicting
+
+
+def instances_to_matrix(instances: Sequence[Instance | PredictRequest], model: ViralityModel) -> np.ndarray:
+    """Feature matrix, shape (n_instances, 15), for validated instances of any kind.
+
+    Raw videos of the batch are featurised together by the same function
+    training uses, with the serving model's fitted caps.
+    """
+    X = np.empty((len(instances), N_FEATURES))
+    video_rows: list[int] = []
+    builder = RawColumnsBuilder()
+    for i, inst in enumerate(instances):
+        if inst.features is not None:
+            X[i] = [getattr(inst.features, name) for name in FEATURE_NAMES]
+        elif inst.video is not None:
+            builder.add(inst.video.model_dump(), row=i)
+            video_rows.append(i)
+        else:
+            X[i] = feature_vector_to_ml_input(inst.featureVector.model_dump())  # type: ignore[union-attr]
+    if video_rows:
+        X[video_rows] = model.featurize(builder.build())
+    return X
+
+
+def predict(request: PredictRequest, model: ViralityModel) -> dict[str, Any]:
+    """The response body for a validated request (single or batch)."""
+    batch = request.instances is not None
+    instances: Sequence[Instance | PredictRequest] = request.instances if batch else [request]  # type: ignore[assignment]
+    X = instances_to_matrix(instances, model)
+    out = model.predict(X)
+    probabilities = np.round(out.probabilities, 6).tolist()
+    tiers = out.tiers.tolist()
+    scores = out.scores.tolist()
+    contributions = model.contributions(X, out.tiers) if request.explain else None
+    predictions = []
+    for i, inst in enumerate(instances):
+        item: dict[str, Any] = {"score": scores[i], "tier": tiers[i], "probabilities": probabilities[i]}
+        if contributions is not None:
+            item["contributions"] = dict(zip(FEATURE_NAMES, (np.round(contributions[i], 6) + 0.0).tolist(), strict=True))
+        if inst.video is not None and inst.video.videoId is not None:
+            item["videoId"] = inst.video.videoId
+        predictions.append(item)
+    if batch:
+        return {"predictions": predictions, "modelVersion": model.version}
+    return {**predictions[0], "modelVersion": model.version}

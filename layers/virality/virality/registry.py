@@ -1,0 +1,318 @@
+"""All S3 access: model versions, the ``latest.json`` pointer, idempotency claims.
+
+Layout under ``prefix`` (default ``models/``)::
+
+    <prefix><version>/ml-weights.json   the artifact (written once, never overwritten)
+    <prefix><version>/report.txt        human-readable training report
+    <prefix>latest.json                 pointer to the promoted version
+    <prefix>_sources/<sha256>.json      claim: which version an S3 event produced
+
+Every write is conditional: new objects use ``IfNoneMatch='*'`` and the
+pointer moves with ``IfMatch=<etag read before>`` (or ``IfNoneMatch='*'``
+when there is none), so concurrent writers never overwrite each other.
+Nothing above this module touches boto3; the client is created lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .artifact import ModelArtifact, dump_artifact, load_artifact
+from .errors import (
+    ArtifactValidationError,
+    ModelNotFoundError,
+    PointerConflictError,
+    TrainingDataTooLargeError,
+    TrainingSourceNotFoundError,
+    VersionExistsError,
+)
+
+POINTER_NAME = "latest.json"
+WEIGHTS_NAME = "ml-weights.json"
+REPORT_NAME = "report.txt"
+CLAIMS_DIR = "_sources/"
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+_PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
+
+
+def _client_error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return str(response.get("Error", {}).get("Code"))
+
+
+def _is_client_error(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError)
+
+
+class Pointer(BaseModel):
+    """Content of ``latest.json``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    version: str
+    key: str = Field(description="key of the promoted version's ml-weights.json")
+    sha256: str | None = Field(None, description="sha256 of the ml-weights.json bytes")
+    trainedAt: str | None = None
+    promotedAt: str | None = None
+    metrics: dict[str, Any] | None = None
+    previous: str | None = Field(None, description="version the pointer named before")
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PointerState:
+    pointer: Pointer
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class _BrokenPointer:
+    pointer: None
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    """A training object read from S3."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    body: bytes
+    metadata: dict[str, str]
+
+
+ClientFactory = Callable[[], Any]
+
+
+def default_client_factory() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+class ModelRegistry:
+    """Versions and pointer of one model store.
+
+    Parameters
+    ----------
+    bucket : str
+    prefix : str
+        Ends with ``/`` (``""`` for the bucket root).
+    client_factory : callable
+        Returns a boto3 S3 client; called on first use only.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "models/", client_factory: ClientFactory | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client_factory = client_factory or default_client_factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    # ------------------------------------------------------------------ keys
+
+    @property
+    def pointer_key(self) -> str:
+        return f"{self.prefix}{POINTER_NAME}"
+
+    def weights_key(self, version: str) -> str:
+        return f"{self.prefix}{version}/{WEIGHTS_NAME}"
+
+    def report_key(self, version: str) -> str:
+        return f"{self.prefix}{version}/{REPORT_NAME}"
+
+    def claim_key(self, source_id: str) -> str:
+        return f"{self.prefix}{CLAIMS_DIR}{hashlib.sha256(source_id.encode()).hexdigest()}.json"
+
+    def owns(self, key: str) -> bool:
+        """Whether ``key`` is something this registry writes (the retrain loop guard)."""
+        return key.startswith(self.prefix)
+
+    # ------------------------------------------------------------------ reads
+
+    def _get(self, key: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+        except Exception as exc:
+            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+                raise ModelNotFoundError(f"s3://{self.bucket}/{key} does not exist") from None
+            raise
+
+    def read_pointer(self) -> PointerState | None:
+        """The current pointer and its ETag, or None when nothing is published."""
+        try:
+            obj = self._get(self.pointer_key)
+        except ModelNotFoundError:
+            return None
+        body = obj["Body"].read()
+        try:
+            pointer = Pointer.model_validate_json(body)
+        except ValidationError as exc:
+            raise ArtifactValidationError(f"s3://{self.bucket}/{self.pointer_key}: invalid pointer ({exc.errors()[0]['msg']})") from None
+        return PointerState(pointer, obj["ETag"])
+
+    def read_pointer_lenient(self) -> PointerState | _BrokenPointer | None:
+        """Like :meth:`read_pointer`, but a corrupt pointer yields its ETag with ``pointer=None``
+        (so a writer can still replace it conditionally)."""
+        try:
+            return self.read_pointer()
+        except ArtifactValidationError:
+            etag = self.pointer_etag()
+            return None if etag is None else _BrokenPointer(None, etag)
+
+    def pointer_etag(self) -> str | None:
+        """ETag of the pointer (HEAD: no body transferred), None when absent."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.pointer_key)["ETag"]
+        except Exception as exc:
+            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+                return None
+            raise
+
+    def load_key(self, key: str, expected_sha256: str | None = None) -> tuple[ModelArtifact, str]:
+        """Load and validate the artifact at ``key``; returns it and the sha256 of its bytes."""
+        body = self._get(key)["Body"].read()
+        digest = hashlib.sha256(body).hexdigest()
+        if expected_sha256 and digest != expected_sha256:
+            raise ArtifactValidationError(f"s3://{self.bucket}/{key}: sha256 {digest[:12]}... does not match "
+                                          f"the pointer's {expected_sha256[:12]}...")
+        return load_artifact(body, source=f"s3://{self.bucket}/{key}"), digest
+
+    def load_version(self, version: str) -> ModelArtifact:
+        return self.load_key(self.weights_key(version))[0]
+
+    def load_current(self) -> tuple[ModelArtifact, PointerState] | None:
+        state = self.read_pointer()
+        if state is None:
+            return None
+        artifact, _ = self.load_key(state.pointer.key, state.pointer.sha256)
+        return artifact, state
+
+    def list_versions(self) -> list[str]:
+        """Published versions, oldest first (version ids sort in creation order)."""
+        versions: set[str] = set()
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                rest = item["Key"][len(self.prefix):]
+                if rest.endswith("/" + WEIGHTS_NAME) and rest.count("/") == 1:
+                    versions.add(rest.split("/", 1)[0])
+        return sorted(versions)
+
+    # ------------------------------------------------------------------ writes
+
+    def _put_new(self, key: str, body: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                                   IfNoneMatch="*")
+        except Exception as exc:
+            if _is_client_error(exc) and _client_error_code(exc) in _PRECONDITION:
+                raise VersionExistsError(f"s3://{self.bucket}/{key} already exists; not overwritten") from None
+            raise
+
+    def publish(self, artifact: ModelArtifact, report: str) -> tuple[str, str]:
+        """Write a new version (report first, weights last, both write-once).
+
+        The weights object is written last: a version is visible (listed,
+        loadable) only once it is complete.
+
+        Returns
+        -------
+        key, sha256 : the weights key and the sha256 of its bytes.
+        """
+        body = dump_artifact(artifact)
+        self._put_new(self.report_key(artifact.modelVersion), report.encode(), "text/plain; charset=utf-8")
+        key = self.weights_key(artifact.modelVersion)
+        self._put_new(key, body, "application/json")
+        return key, hashlib.sha256(body).hexdigest()
+
+    def write_pointer(self, pointer: Pointer, expected_etag: str | None) -> str:
+        """Move the pointer if it still has ``expected_etag`` (None: if it does not exist).
+
+        Raises
+        ------
+        PointerConflictError
+            Somebody else moved it first: re-read and decide again.
+        """
+        kwargs = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self.pointer_key, ContentType="application/json",
+                Body=pointer.model_dump_json(exclude_none=True, indent=2).encode(), **kwargs)
+        except Exception as exc:
+            if _is_client_error(exc) and _client_error_code(exc) in _PRECONDITION | {"NoSuchKey", "404"}:
+                raise PointerConflictError("the model pointer changed concurrently") from None
+            raise
+        return response["ETag"]
+
+    # ------------------------------------------------------------------ idempotency claims
+
+    def claim_source(self, source_id: str, version: str) -> str | None:
+        """Record that ``source_id`` (bucket/key/version-or-etag) produces ``version``.
+
+        Returns None when the claim is new, else the version an earlier
+        delivery of the same event already claimed.
+        """
+        key = self.claim_key(source_id)
+        body = json.dumps({"source": source_id, "version": version}).encode()
+        try:
+            self._put_new(key, body, "application/json")
+            return None
+        except VersionExistsError:
+            existing = json.loads(self._get(key)["Body"].read())
+            return str(existing["version"])
+
+    def version_exists(self, version: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.weights_key(version))
+            return True
+        except Exception as exc:
+            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+                return False
+            raise
+
+
+def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_bytes: int) -> SourceObject:
+    """Read a training object (exact version when given), refusing oversize ones before download."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        head = client.head_object(**kwargs)
+    except Exception as exc:
+        if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND | {"400", "403"}:
+            raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist"
+                                              + (f" (version {version_id})" if version_id else "")) from None
+        raise
+    size = int(head.get("ContentLength", 0))
+    if size > max_bytes:
+        raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is {size} bytes; the limit is {max_bytes}")
+    try:
+        obj = client.get_object(IfMatch=head["ETag"], **kwargs)
+    except Exception as exc:
+        if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+            raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist") from None
+        raise
+    body = obj["Body"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is larger than the limit of {max_bytes} bytes")
+    return SourceObject(bucket, key, head.get("VersionId") or version_id, head["ETag"], body,
+                        {k.lower(): v for k, v in (head.get("Metadata") or {}).items()})
