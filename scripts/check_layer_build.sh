@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs `sam build` and checks the built ViralityLayer:
-#   * it contains the virality package (with its baseline/*.json package data)
-#     and a .pyc next to every .py (precompiled for CPython 3.12);
+#   * it contains the virality package (with its baseline/*.json package data,
+#     ml-weights.json at least), no boto3/botocore (the runtime's), and a .pyc
+#     next to every .py (precompiled for CPython 3.12);
 #   * `import virality, numpy, pydantic, aws_lambda_powertools` works from it
-#     with python3.12, every imported module being loaded from the layer's own
-#     bytecode.
+#     with python3.12 (boto3 installed beside it to stand in for the runtime's),
+#     Powertools' Tracer can be built, and every imported module is loaded from
+#     the layer's own bytecode.
 #
 # The layer is built for the functions' architecture (arm64). When this host
 # has another architecture, the arm64 wheels cannot be imported here, so the
@@ -65,6 +67,10 @@ LAYER="$BUILD_DIR/ViralityLayer/python"
 fail() { echo "FAIL  $*"; exit 1; }
 
 [[ -f "$LAYER/virality/__init__.py" ]] || fail "built layer has no $LAYER/virality/__init__.py"
+[[ -f "$LAYER/virality/baseline/ml-weights.json" ]] || fail "built layer lacks the baseline weights virality/baseline/ml-weights.json"
+for pkg in boto3 botocore; do
+    [[ ! -e "$LAYER/$pkg" ]] || fail "built layer contains $pkg (the runtime provides it)"
+done
 for src in layers/virality/virality/baseline/*.json; do
     [[ -e "$src" ]] || continue
     [[ -f "$LAYER/virality/baseline/$(basename "$src")" ]] || fail "built layer lacks package data virality/baseline/$(basename "$src")"
@@ -90,21 +96,28 @@ host_arch="$(uname -m)"
 [[ "$host_arch" == arm64 ]] && host_arch=aarch64
 layer_arch="$(sed -n 's/^LAYER_ARCH ?= *//p' layers/virality/Makefile)"
 IMPORT_DIR="$LAYER"
+TMP_BUILD="$(mktemp -d)"
+trap 'rm -rf "$TMP_BUILD"' EXIT
 if [[ "$host_arch" != "$layer_arch" ]]; then
-    TMP_BUILD="$(mktemp -d)"
-    trap 'rm -rf "$TMP_BUILD"' EXIT
     echo "      host is $host_arch, layer is $layer_arch: building a $host_arch copy for the import check"
     make --no-print-directory -s -f layers/virality/Makefile build-ViralityLayer \
-        ARTIFACTS_DIR="$TMP_BUILD" LAYER_ARCH="$host_arch" PYTHON="$PY" >/dev/null \
+        ARTIFACTS_DIR="$TMP_BUILD/layer" LAYER_ARCH="$host_arch" PYTHON="$PY" >/dev/null \
         || fail "make build-ViralityLayer LAYER_ARCH=$host_arch"
-    IMPORT_DIR="$TMP_BUILD/python"
+    IMPORT_DIR="$TMP_BUILD/layer/python"
 fi
+# The Lambda runtime provides boto3/botocore (the layer deliberately does not,
+# and the X-Ray SDK needs botocore): emulate it behind the layer on sys.path.
+"$PY" -m pip install --disable-pip-version-check --root-user-action=ignore --quiet \
+    --target "$TMP_BUILD/runtime" boto3 >/dev/null || fail "pip install boto3 (runtime emulation)"
 
-PYTHONPATH="$IMPORT_DIR" PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 "$PY" -s - "$IMPORT_DIR" <<'EOF' || fail "import from the built layer"
+PYTHONPATH="$IMPORT_DIR:$TMP_BUILD/runtime" PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 \
+    AWS_LAMBDA_FUNCTION_NAME=layer-check "$PY" -s - "$IMPORT_DIR" <<'EOF' || fail "import from the built layer"
 import os, sys
 layer = os.path.realpath(sys.argv[1])
 import virality, numpy, pydantic, aws_lambda_powertools  # noqa: F401,E401
-for name in ("virality", "numpy", "pydantic", "aws_lambda_powertools"):
+from aws_lambda_powertools import Tracer
+Tracer()  # what virality.observability does in Lambda with active tracing: needs aws_xray_sdk
+for name in ("virality", "numpy", "pydantic", "aws_lambda_powertools", "aws_xray_sdk"):
     where = os.path.realpath(sys.modules[name].__file__)
     if not where.startswith(layer + os.sep):
         sys.exit(f"{name} was imported from {where}, not from the layer")
@@ -118,4 +131,4 @@ if no_pyc:
     sys.exit(f"modules loaded without bytecode: {no_pyc[:10]}")
 print(f"      numpy {numpy.__version__}, pydantic {pydantic.VERSION}, powertools {aws_lambda_powertools.__version__ if hasattr(aws_lambda_powertools, '__version__') else '?'}")
 EOF
-echo "PASS  python3.12 imports virality, numpy, pydantic, aws_lambda_powertools from the layer"
+echo "PASS  python3.12 imports virality, numpy, pydantic, aws_lambda_powertools (+ Tracer/aws_xray_sdk) from the layer"
