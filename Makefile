@@ -1,0 +1,95 @@
+# One entry point for people and CI. `make test` and `make demo` work from a fresh clone:
+# they create .venv (and .venv-tools for the template checks) from the pinned requirements.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python >= 3.11 for the project venv: prefer python3.12 (the Lambda runtime), then python3.
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+TOOLS_VENV := .venv-tools
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+export PYTHONPATH := $(CURDIR)/layers/virality
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.PHONY: help venv tools test lint unit template layer-check demo serve invoke bench openapi baseline build clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: Python >= 3.11 is required (python3 is $$(python3 --version 2>&1))."; \
+		echo "       Install python3.12 (e.g. 'pyenv install 3.12' then 'PYENV_VERSION=3.12.1 make ...')"; \
+		echo "       or run: make PYTHON=/path/to/python3.12 ..."; exit 1; fi
+	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)  ## create .venv with the project and its dev dependencies
+
+$(TOOLS_STAMP): requirements-tools.txt
+	@echo "==> creating $(TOOLS_VENV) (sam, cfn-lint, checkov)"
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(TOOLS_VENV)/bin/uv pip install -q --python $(TOOLS_VENV)/bin/python -r requirements-tools.txt
+	@touch $@
+
+tools: $(TOOLS_STAMP)  ## create .venv-tools with the template checkers
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check .
+
+unit: $(STAMP)  ## the pytest suite only
+	$(PY) -m pytest
+
+template: $(TOOLS_STAMP)  ## sam validate --lint, cfn-lint, checkov
+	TOOLS_VENV=$(TOOLS_VENV) bash scripts/check_template.sh
+
+layer-check: $(TOOLS_STAMP)  ## sam build, then check the built layer imports and carries .pyc
+	TOOLS_VENV=$(TOOLS_VENV) bash scripts/check_layer_build.sh
+
+test: $(STAMP) $(TOOLS_STAMP)  ## everything CI runs: lint, template checks, layer build, pytest
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory template
+	$(MAKE) --no-print-directory layer-check
+	$(PY) -m pytest
+
+demo: $(STAMP)  ## local S3 + retrain + predict, end to end, no AWS and no Docker
+	$(PY) scripts/demo.py
+
+serve: $(STAMP)  ## local HTTP API on 127.0.0.1:3000 backed by a local S3
+	$(VENV)/bin/virality serve --local-s3 --port $${PORT:-3000}
+
+FUNCTION ?= predict
+EVENT ?= events/predict-single.json
+invoke: $(STAMP)  ## Docker-free `sam local invoke`: make invoke FUNCTION=predict EVENT=events/predict-single.json
+	$(PY) scripts/invoke.py $(FUNCTION) $(EVENT) $(ARGS)
+
+bench: $(STAMP)  ## run the benchmarks and rewrite docs/benchmarks.md
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_retrain_1m.py
+	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_cold_start.py
+	-$(PY) benchmarks/plot_convergence.py
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the pydantic models
+	$(PY) scripts/gen_openapi.py
+
+baseline: $(STAMP)  ## retrain the bundled baseline model on the synthetic sample
+	mkdir -p build
+	$(VENV)/bin/virality sample-data --rows 7358 --seed 42 --out build/synthetic-sample-7358-seed42.csv
+	cd build && ../$(VENV)/bin/virality train synthetic-sample-7358-seed42.csv \
+		--out ../layers/virality/virality/baseline/ml-weights.json --model-version bundled-baseline-synthetic-v1
+
+build: $(TOOLS_STAMP)  ## sam build (needs python3.12 on PATH)
+	$(TOOLS_VENV)/bin/sam build
+
+clean:  ## remove virtualenvs and build output
+	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam build .pytest_cache .ruff_cache
