@@ -27,6 +27,8 @@ from virality.api import (
     PredictResponse,
     decode_body,
     parse_predict_request,
+)
+from virality.api import (
     predict as predict_body,
 )
 from virality.config import PredictSettings

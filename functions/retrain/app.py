@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from urllib.parse import unquote_plus
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event

@@ -154,7 +154,7 @@ def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> Mode
     if legacy:
         # The original file: no version or midpoints; name it by its content.
         raw = data.encode() if isinstance(data, str) else data
-        doc = {**doc, "modelVersion": "legacy-" + hashlib.sha256(raw).hexdigest()[:12]}
+        doc = {"modelVersion": "legacy-" + hashlib.sha256(raw).hexdigest()[:12], **doc}
         known = set(ModelArtifact.model_fields)
         doc = {k: v for k, v in doc.items() if k in known}
     elif doc.get("schemaVersion") != SCHEMA_VERSION:

@@ -140,7 +140,11 @@ def _seed_split(doc: Mapping[str, object], name: str, source: str) -> Split:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise DataValidationError(f"not a number: {value!r}", location=f"{name}.features",
                                           row=i, column=FEATURE_NAMES[j])
-            if not math.isfinite(value):
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:       # a JSON integer too large for a float
+                finite = False
+            if not finite:
                 raise DataValidationError(f"must be finite, got {value!r}", location=f"{name}.features",
                                           row=i, column=FEATURE_NAMES[j])
             if not 0.0 <= value <= 1.0:

@@ -238,7 +238,10 @@ def parse_number(value: object, *, integer_like: bool = False) -> float:
         except ValueError:
             raise ValueError(f"not a number: {value!r}") from None
     elif isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"must be finite, got an integer with {len(str(value))} digits") from None
     else:
         raise ValueError(f"not a number: {value!r}")
     if not math.isfinite(number):

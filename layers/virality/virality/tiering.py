@@ -9,6 +9,7 @@ video with ``views`` gets tier ``1 + #{thresholds t : views >= t}``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import numpy as np
@@ -28,14 +29,14 @@ class Tiering(BaseModel):
     @field_validator("quantiles")
     @classmethod
     def _increasing_q(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not all(0 < a < b < 1 for a, b in zip(v, v[1:], strict=False)) or not 0 < v[0] < 1:
+        if not all(0 < a < b < 1 for a, b in itertools.pairwise(v)) or not 0 < v[0] < 1:
             raise ValueError("quantiles must be increasing and inside (0, 1)")
         return v
 
     @field_validator("thresholds")
     @classmethod
     def _increasing_t(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if v is not None and not all(a <= b for a, b in zip(v, v[1:], strict=False)):
+        if v is not None and not all(a <= b for a, b in itertools.pairwise(v)):
             raise ValueError("thresholds must be non-decreasing")
         return v
 

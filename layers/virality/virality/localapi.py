@@ -1,0 +1,729 @@
+"""A local stack without Docker: moto's S3 on loopback and an API Gateway emulator.
+
+Three building blocks, shared by ``virality serve``, ``scripts/demo.py`` and
+the end-to-end tests:
+
+:class:`LocalS3`
+    moto's S3 server on 127.0.0.1 (a free port by default), with the process
+    environment pointed at it (``AWS_ENDPOINT_URL_S3``, fake credentials,
+    region) so every boto3 client the handlers create talks to it and never
+    to AWS.
+:class:`LocalApi`
+    what ``sam local start-api`` gives, in-process: a threading HTTP server
+    that turns each request into an API Gateway REST proxy event (resource
+    ``/{proxy+}``, body base64-encoded as for binary-safe proxying), calls
+    the predict Lambda's ``lambda_handler`` and turns its proxy response back
+    into HTTP.
+:func:`serve`
+    the ``virality serve`` command.
+
+One invocation at a time (as in one Lambda container)
+-----------------------------------------------------
+Handler calls are serialized with a lock. The model provider would survive
+concurrent calls (a cold start could load twice; a swap is one reference
+assignment), but the rest of the invocation is per-container state by
+design: Powertools' resolver keeps the request being resolved on the
+module-level ``app`` (``app.current_event``, read by the route functions),
+and Logger/Metrics keep the invocation's keys and metric set on module-level
+objects that the decorators flush after each call. Lambda never runs two
+invocations in one container at once, so neither does this server; HTTP
+parsing and socket I/O still run in parallel, one thread per connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import errno
+import importlib.util
+import io
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
+
+from .errors import ConfigurationError, ViralityError
+
+DATA_BUCKET = "virality-data-local"
+MODEL_BUCKET = "virality-models-local"
+REGION = "us-east-1"
+TRAINING_PREFIX = "training-data/"
+SAMPLE_KEY = "training-data/sample videos.csv"
+#: API Gateway REST refuses payloads above 10 MB before the function runs.
+API_GATEWAY_MAX_PAYLOAD = 10 * 1024 * 1024
+
+#: What LocalS3 sets in ``os.environ`` while it runs (the values are fake on purpose).
+_FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+#: Unset while LocalS3 runs: each could send a client elsewhere than the local endpoint.
+_CONFLICTING_AWS_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@contextlib.contextmanager
+def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (``None``: unset) environment variables, restoring the previous values on exit."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def repo_root() -> Path:
+    """The repository root (holding ``functions/``): ``$VIRALITY_REPO``, else found from this package.
+
+    Raises
+    ------
+    ConfigurationError
+        When neither location holds the handlers (e.g. an installed, non-editable package
+        without ``VIRALITY_REPO``).
+    """
+    tried: list[str] = []
+    env = os.environ.get("VIRALITY_REPO", "").strip()
+    candidates = [Path(env).expanduser()] if env else []
+    here = Path(__file__).resolve()
+    candidates += [here.parents[3], Path.cwd()]  # layers/virality/virality/localapi.py -> repo root
+    for candidate in candidates:
+        if (candidate / "functions" / "predict" / "app.py").is_file():
+            return candidate
+        tried.append(str(candidate))
+    raise ConfigurationError("cannot find the Lambda handlers (functions/predict/app.py); looked in "
+                             + ", ".join(tried) + ". Set VIRALITY_REPO to the repository root.")
+
+
+_module_counter = itertools.count(1)
+
+
+def load_handler_module(function: str, module_name: str | None = None) -> ModuleType:
+    """Import ``functions/<function>/app.py`` by path, as a fresh module (a new "container").
+
+    Both handlers are called ``app.py``; each load gets its own module name.
+    """
+    path = repo_root() / "functions" / function / "app.py"
+    if not path.is_file():
+        raise ConfigurationError(f"no handler at {path}")
+    name = module_name or f"virality_local_{function}_app_{next(_module_counter)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has a loader
+        raise ConfigurationError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of ``LambdaContext`` the handlers and Powertools read."""
+
+    function_name: str = "virality-predict-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timeout_seconds: float = 15.0
+    log_group_name: str = ""
+    log_stream_name: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]local")
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+# --------------------------------------------------------------------------- events
+
+
+def api_gateway_event(method: str, target: str, body: bytes | str | None = None,
+                      headers: Iterable[tuple[str, str]] | Mapping[str, str] = (), *,
+                      source_ip: str = "127.0.0.1", stage: str = "local", host: str = "127.0.0.1",
+                      request_id: str | None = None) -> dict[str, Any]:
+    """An API Gateway REST proxy event (resource ``/{proxy+}``) for one HTTP request.
+
+    ``target`` is the request target (path and query string, as on the request line).
+    A non-empty body is base64-encoded with ``isBase64Encoded: true``, as API Gateway
+    does for binary-safe proxying; an empty one is ``null``.
+    """
+    parts = urlsplit(target)
+    path = unquote(parts.path) or "/"
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    single_headers: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single_headers[name] = value                  # API Gateway keeps the last value here
+        multi_headers.setdefault(name, []).append(value)
+    query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[name] = value
+        multi_query.setdefault(name, []).append(value)
+    raw = body.encode() if isinstance(body, str) else body
+    now = datetime.now(UTC)
+    request_id = request_id or str(uuid.uuid4())
+    user_agent = next((v for k, v in reversed(pairs) if k.lower() == "user-agent"), None)
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method.upper(),
+        "headers": single_headers or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": path.lstrip("/")} if path.strip("/") else None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "resourceId": "local",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method.upper(),
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "requestId": request_id,
+            "extendedRequestId": request_id,
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "protocol": "HTTP/1.1",
+            "domainName": host,
+            "identity": {
+                "sourceIp": source_ip, "userAgent": user_agent, "accountId": None, "apiKey": None,
+                "caller": None, "user": None, "userArn": None, "accessKey": None,
+                "cognitoIdentityPoolId": None, "cognitoIdentityId": None,
+                "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None,
+            },
+        },
+        "body": base64.b64encode(raw).decode("ascii") if raw else None,
+        "isBase64Encoded": bool(raw),
+    }
+
+
+def s3_put_event(bucket: str, key: str, *, size: int, etag: str, version_id: str | None = None,
+                 region: str = REGION) -> dict[str, Any]:
+    """An S3 ``ObjectCreated:Put`` notification for an object just written.
+
+    Shaped like ``events/retrain-s3-put.json`` (``sam local generate-event s3 put``);
+    the key is URL-encoded (space -> ``+``) as S3 sends it.
+    """
+    template_path = repo_root() / "events" / "retrain-s3-put.json"
+    event = json.loads(template_path.read_text())
+    record = event["Records"][0]
+    now = datetime.now(UTC)
+    record["awsRegion"] = region
+    record["eventTime"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    record["s3"]["bucket"]["name"] = bucket
+    record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
+    obj = record["s3"]["object"]
+    obj.update(key=quote_plus(key, safe="/"), size=size, eTag=etag.strip('"'),
+               sequencer=f"{time.time_ns():X}"[-18:])
+    if version_id:
+        obj["versionId"] = version_id
+    else:
+        obj.pop("versionId", None)
+    return event
+
+
+def _normalise_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of a Lambda proxy response, merged as API Gateway does.
+
+    ``multiValueHeaders`` win over ``headers`` for the same name. Raises ValueError on a
+    malformed response (API Gateway answers those with 502).
+    """
+    if not isinstance(result, Mapping) or "statusCode" not in result:
+        raise ValueError("the Lambda proxy response has no statusCode")
+    status = int(result["statusCode"])
+    if not 100 <= status <= 599:
+        raise ValueError(f"invalid statusCode {status}")
+    out: list[tuple[str, str]] = []
+    multi = result.get("multiValueHeaders") or {}
+    seen = {name.lower() for name in multi}
+    for name, values in multi.items():
+        out.extend((str(name), str(v)) for v in (values if isinstance(values, list) else [values]))
+    for name, value in (result.get("headers") or {}).items():
+        if name.lower() not in seen:
+            out.append((str(name), str(value)))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif result.get("isBase64Encoded"):
+        data = base64.b64decode(body)
+    else:
+        data = str(body).encode()
+    return status, out, data
+
+
+# --------------------------------------------------------------------------- the HTTP server
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = 30            # idle keep-alive connections are closed after this many seconds
+    server_version = "virality-localapi"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.api.access_log:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (malformed request line, oversize headers) as JSON, like the API.
+        self._write(code, [("Content-Type", "application/json")],
+                    json.dumps({"error": message or HTTPStatus(code).phrase, "details": []}).encode(), close=True)
+
+    def _write(self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in _HOP_BY_HOP:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def _gateway_error(self, status: int, message: str, request_id: str, *, close: bool = False) -> None:
+        self._write(status, [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id),
+                             ("x-amzn-ErrorType", "LocalApiError")],
+                    json.dumps({"error": message, "details": []}).encode(), close=close)
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None when it exceeds the API Gateway limit (nothing more is read)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            for _ in range(1_000_000):          # bounded: at most this many chunks
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024).strip():   # trailers up to the blank line
+                        pass
+                    break
+                total += size
+                if total > API_GATEWAY_MAX_PAYLOAD:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > API_GATEWAY_MAX_PAYLOAD:
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        request_id = str(uuid.uuid4())
+        try:
+            body = self._read_body()
+        except ValueError:
+            self._gateway_error(400, "invalid Content-Length or chunked encoding", request_id, close=True)
+            return
+        if body is None:
+            self._gateway_error(413, f"request body exceeds the API Gateway limit of {API_GATEWAY_MAX_PAYLOAD} bytes",
+                                request_id, close=True)
+            return
+        event = api_gateway_event(self.command, self.path, body, list(self.headers.items()),
+                                  source_ip=self.client_address[0], stage=self.server.api.stage,
+                                  host=self.headers.get("Host", self.server.api.host), request_id=request_id)
+        try:
+            status, headers, data = _normalise_response(self.server.api.invoke(event))
+        except Exception:
+            # API Gateway answers a failed invocation or a malformed proxy response with 502.
+            sys.stderr.write(f"localapi: request {request_id} {self.command} {self.path} failed:\n"
+                             f"{traceback.format_exc()}")
+            self._gateway_error(502, "Internal server error", request_id)
+            return
+        self._write(status, [*headers, ("x-amzn-RequestId", request_id)], data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], api: LocalApi) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class LocalApi:
+    """The predict handler behind a local HTTP server (``sam local start-api`` without Docker).
+
+    Parameters
+    ----------
+    handler : callable or None
+        ``lambda_handler(event, context)``; default: a freshly imported
+        ``functions/predict/app.py`` (available as :attr:`module`).
+    host, port : str, int
+        Where to listen; port 0 picks a free one (see :attr:`url`).
+    env : mapping or None
+        Environment variables (``MODEL_BUCKET``, ``MODEL_REFRESH_SECONDS``...) set
+        while the server runs and restored by :meth:`stop`. The handler reads
+        them on its first invocation.
+    quiet : bool
+        Swallow what the handler prints to stdout (Powertools' EMF metric lines).
+    access_log : bool
+        Log one line per request to stderr.
+    """
+
+    def __init__(self, handler: Callable[[dict[str, Any], Any], Any] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, env: Mapping[str, str | None] | None = None, quiet: bool = False,
+                 access_log: bool = False, stage: str = "local") -> None:
+        self.host = host
+        self.requested_port = port
+        self.env = dict(env or {})
+        self.quiet = quiet
+        self.access_log = access_log
+        self.stage = stage
+        self.module: ModuleType | None = None
+        self._handler = handler
+        self._invoke_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._env_ctx: contextlib.AbstractContextManager[None] | None = None
+        self.invocations = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> LocalApi:
+        if self._server is not None:
+            return self
+        self._env_ctx = patched_environ(self.env)
+        self._env_ctx.__enter__()
+        try:
+            if self._handler is None:
+                self.module = load_handler_module("predict")
+                self._handler = self.module.lambda_handler
+            try:
+                self._server = _Server((self.host, self.requested_port), self)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigurationError(f"{self.host}:{self.requested_port} is already in use; "
+                                             "choose another port (0 = any free port)") from None
+                raise
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                            name=f"localapi-{self.port}", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._restore_env()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, close open connections, close the socket and restore the environment."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+        if self.module is not None:
+            with contextlib.suppress(Exception):
+                self.module.reset()
+            sys.modules.pop(self.module.__name__, None)
+        self._restore_env()
+
+    def _restore_env(self) -> None:
+        ctx, self._env_ctx = self._env_ctx, None
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> LocalApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ use
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("LocalApi is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """Call the handler with ``event`` (one invocation at a time; see the module docstring)."""
+        assert self._handler is not None, "start() first"
+        with self._invoke_lock:
+            self.invocations += 1
+            context = LocalLambdaContext(aws_request_id=event.get("requestContext", {}).get("requestId")
+                                         or str(uuid.uuid4()))
+            if not self.quiet:
+                return self._handler(event, context)
+            with contextlib.redirect_stdout(io.StringIO()):
+                return self._handler(event, context)
+
+
+# --------------------------------------------------------------------------- local S3
+
+
+class LocalS3:
+    """moto's S3 server on loopback, with this process's AWS environment pointed at it.
+
+    ``with LocalS3(["bucket-a"]) as s3:`` starts the server (free port by default), sets
+    ``AWS_ENDPOINT_URL_S3``, fake credentials and the region in ``os.environ``, and
+    creates the buckets (versioned, like the template's). :meth:`stop` shuts the server
+    down, closes its socket and restores the environment. The server shares moto's
+    in-process state: run one at a time, and not inside ``mock_aws``.
+    """
+
+    def __init__(self, buckets: Iterable[str] = (), *, host: str = "127.0.0.1", port: int = 0,
+                 versioned: bool = True, region: str = REGION) -> None:
+        self.host = host
+        self.requested_port = port
+        self.buckets = list(buckets)
+        self.versioned = versioned
+        self.region = region
+        self._server: Any = None
+        self._env_ctx: contextlib.AbstractContextManager[None] | None = None
+        self.port = 0
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LocalS3:
+        if self._server is not None:
+            return self
+        from moto.server import ThreadedMotoServer
+
+        werkzeug_log = logging.getLogger("werkzeug")       # one line per S3 request otherwise
+        if werkzeug_log.level == logging.NOTSET:
+            werkzeug_log.setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
+        try:
+            server.start()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot start the local S3 on {self.host}:{self.requested_port}: {exc}") from None
+        self._server = server
+        self.port = int(server.get_host_and_port()[1])
+        env: dict[str, str | None] = {**_FAKE_AWS_ENV, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
+                                      "AWS_ENDPOINT_URL_S3": self.endpoint_url}
+        env.update(dict.fromkeys(_CONFLICTING_AWS_ENV))
+        self._env_ctx = patched_environ(env)
+        self._env_ctx.__enter__()
+        try:
+            # A fresh store: moto's state is per process and may hold an earlier run's objects.
+            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+                                   timeout=10).close()
+            client = self.client()
+            for bucket in self.buckets:
+                self.create_bucket(bucket, client)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def create_bucket(self, bucket: str, client: Any = None) -> None:
+        client = client or self.client()
+        client.create_bucket(Bucket=bucket)
+        if self.versioned:
+            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def client(self) -> Any:
+        """A boto3 S3 client for the local server (explicit endpoint and fake credentials)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            aws_session_token="testing")
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()       # werkzeug's serve_forever closes the listening socket on its way out
+        ctx, self._env_ctx = self._env_ctx, None
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> LocalS3:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- training through the handler
+
+
+def upload_training_file(client: Any, bucket: str, key: str, body: bytes,
+                         metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """PUT a training file and return the S3 notification that put triggers."""
+    content_type = "application/x-ndjson" if key.endswith((".jsonl", ".ndjson")) else "text/csv"
+    put = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                            Metadata=dict(metadata or {}))
+    return s3_put_event(bucket, key, size=len(body), etag=put["ETag"], version_id=put.get("VersionId"))
+
+
+def invoke_retrain(event: dict[str, Any], *, model_bucket: str, prefix: str = "models/",
+                   module: ModuleType | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Deliver an S3 notification to the retrain Lambda's ``lambda_handler``; returns its response."""
+    module = module or load_handler_module("retrain")
+    env = {"MODEL_BUCKET": model_bucket, "MODEL_PREFIX": prefix, "TRAINING_PREFIX": TRAINING_PREFIX}
+    context = LocalLambdaContext(function_name="virality-retrain-local", memory_limit_in_mb=3008,
+                                 timeout_seconds=900)
+    with patched_environ(env), (contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()):
+        return module.lambda_handler(copy.deepcopy(event), context)
+
+
+def publish_sample_model(s3: LocalS3, *, data_bucket: str = DATA_BUCKET, model_bucket: str = MODEL_BUCKET,
+                         prefix: str = "models/", rows: int = 7358, seed: int = 42, key: str = SAMPLE_KEY,
+                         metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Upload synthetic sample data and train on it through the retrain handler; the record's summary."""
+    from .synthetic import sample_csv
+
+    event = upload_training_file(s3.client(), data_bucket, key, sample_csv(rows, seed), metadata)
+    response = invoke_retrain(event, model_bucket=model_bucket, prefix=prefix)
+    results = response.get("results") or []
+    if len(results) != 1 or results[0].get("status") != "published":
+        raise ViralityError(f"retraining on s3://{data_bucket}/{key} did not publish a model: {results}")
+    return results[0]
+
+
+# --------------------------------------------------------------------------- virality serve
+
+
+def _print(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
+
+
+def serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str, refresh_seconds: float) -> int:
+    """``virality serve``: the predict handler on ``http://host:port`` until Ctrl-C (or SIGTERM).
+
+    With ``local_s3``: start moto's S3 on loopback, create the data and model buckets,
+    train a model on the synthetic sample through the retrain handler and serve it.
+    Without: serve from ``bucket`` (default ``MODEL_BUCKET``) with the ambient AWS
+    credentials, or the bundled baseline model when no bucket is set.
+    """
+    if refresh_seconds < 0:
+        raise ConfigurationError("--refresh-seconds must be >= 0")
+    prefix = prefix if prefix.endswith("/") or not prefix else prefix + "/"
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        def _terminate(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+        previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
+    with contextlib.ExitStack() as stack:
+        if previous_sigterm is not None:
+            stack.callback(signal.signal, signal.SIGTERM, previous_sigterm)
+        try:
+            if local_s3:
+                model_bucket = bucket or MODEL_BUCKET
+                s3 = stack.enter_context(LocalS3(dict.fromkeys([DATA_BUCKET, model_bucket])))
+                _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}")
+                summary = publish_sample_model(s3, model_bucket=model_bucket, prefix=prefix)
+                m = summary.get("metrics") or {}
+                _print(f"trained {summary['version']} on the synthetic sample through the retrain handler "
+                       f"(accuracy {m.get('accuracy', 0):.3f}, macro-F1 {m.get('macroF1', 0):.3f}, "
+                       f"promoted: {summary.get('promoted')})")
+            else:
+                model_bucket = bucket or os.environ.get("MODEL_BUCKET") or None
+                _print(f"model: s3://{model_bucket}/{prefix}latest.json" if model_bucket
+                       else "model: the bundled baseline (no --bucket / MODEL_BUCKET)")
+            env = {"MODEL_BUCKET": model_bucket or "", "MODEL_PREFIX": prefix,
+                   "MODEL_REFRESH_SECONDS": f"{refresh_seconds:g}"}
+            api = stack.enter_context(LocalApi(host=host, port=port, env=env, access_log=True))
+            sample = json.dumps({"video": {"videoId": "demo", "views": 182000, "likes": 21400, "comments": 640,
+                                           "shares": 1900, "saves": 2300, "followers": 54000,
+                                           "durationSeconds": 21, "hashtagCount": 5, "hasTrendingSound": True,
+                                           "captionLength": 72, "postedAt": "2026-11-27T19:30:00Z"},
+                                 "explain": True})
+            _print(f"virality API (predict handler, API Gateway proxy events) listening on {api.url}",
+                   f"  routes: POST {api.url}/predict   GET {api.url}/model   GET {api.url}/health"
+                   f"   GET {api.url}/openapi.json",
+                   f"  try:    curl -s -X POST {api.url}/predict -H 'Content-Type: application/json' -d '{sample}'",
+                   "  Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            _print("stopping...")
+    _print("stopped")
+    return 0
