@@ -97,6 +97,7 @@ def model_info() -> ModelInfo:
     p = provider()
     loaded = p.get()
     a = loaded.model.artifact
+    metrics.add_metric(name="ModelInfoRequests", unit=MetricUnit.Count, value=1)
     return {  # type: ignore[return-value]
         **p.status(),
         "modelVersion": a.modelVersion,
@@ -114,6 +115,7 @@ def model_info() -> ModelInfo:
     "description": "A model is loaded", "content": {"application/json": {"model": Health}}}})
 def health() -> Health:
     loaded = provider().get()
+    metrics.add_metric(name="HealthChecks", unit=MetricUnit.Count, value=1)
     return {"status": "ok", "modelVersion": loaded.model.version, "source": loaded.source}  # type: ignore[return-value]
 
 

@@ -18,12 +18,12 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 
@@ -53,6 +53,12 @@ NamedFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
 )
 
 
+def _check_posted_at(value: Any) -> Any:
+    # Runs before the str|number union so an error names the field once, not once per union member.
+    parse_posted_at(value)
+    return value
+
+
 class VideoRecord(BaseModel):
     """A raw video record, turned into features exactly as in training."""
 
@@ -70,13 +76,8 @@ class VideoRecord(BaseModel):
     hasTrendingSound: StrictBool
     captionLength: Count | None = Field(None, description="Caption length in characters (or give caption)")
     caption: str | None = Field(None, max_length=20_000)
-    postedAt: str | Count = Field(description="ISO 8601 timestamp (naive = UTC) or epoch seconds")
-
-    @field_validator("postedAt")
-    @classmethod
-    def _posted_at(cls, value: str | float) -> str | float:
-        parse_posted_at(value)
-        return value
+    postedAt: Annotated[str | Count, BeforeValidator(_check_posted_at)] = Field(
+        description="ISO 8601 timestamp (naive = UTC) or epoch seconds")
 
     @model_validator(mode="after")
     def _caption(self) -> VideoRecord:
@@ -191,14 +192,38 @@ class Health(BaseModel):
 # --------------------------------------------------------------------------- parsing
 
 
+class _DuplicateKeys(dict):
+    """A JSON object that repeated a key (kept so the full path can be reported)."""
+
+    duplicates: list[str]
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    duplicates = []
     for key, value in pairs:
         if key in out:
-            raise RequestValidationError("duplicated field in JSON", [{"field": key, "message": "duplicated field"}],
-                                         status=400)
+            duplicates.append(key)
         out[key] = value
+    if duplicates:
+        marked = _DuplicateKeys(out)
+        marked.duplicates = duplicates
+        return marked
     return out
+
+
+def _find_duplicates(node: Any, path: str = "") -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+    if isinstance(node, dict):
+        prefix = f"{path}." if path else ""
+        found += [{"field": prefix + key, "message": "duplicated field"}
+                  for key in getattr(node, "duplicates", ())]
+        for key, value in node.items():
+            found += _find_duplicates(value, prefix + key)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _find_duplicates(value, f"{path}[{i}]")
+    return found
 
 
 def _reject_constant(name: str) -> None:
@@ -252,6 +277,12 @@ def parse_predict_request(raw: bytes, max_batch: int) -> PredictRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestValidationError("invalid JSON", [{"field": "body", "message": str(exc)}], status=400) from None
+    except RecursionError:
+        raise RequestValidationError("invalid JSON", [{"field": "body", "message": "nested too deeply"}],
+                                     status=400) from None
+    duplicates = _find_duplicates(doc)
+    if duplicates:
+        raise RequestValidationError("duplicated field in JSON", duplicates[:50], status=400)
     if not isinstance(doc, dict):
         raise RequestValidationError("the body must be a JSON object",
                                      [{"field": "body", "message": f"got {type(doc).__name__}"}])

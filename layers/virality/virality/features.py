@@ -123,6 +123,11 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _raw_ratios(raw: RawVideos) -> dict[str, np.ndarray]:
+    with np.errstate(over="ignore"):     # absurd counts overflow to inf, then clip to 1
+        return _raw_ratios_unchecked(raw)
+
+
+def _raw_ratios_unchecked(raw: RawVideos) -> dict[str, np.ndarray]:
     known = np.isfinite(raw.followers) & (raw.followers > 0)
     vpf = np.zeros(len(raw))
     np.divide(raw.views, raw.followers, out=vpf, where=known)
@@ -208,7 +213,10 @@ def parse_posted_at(value: object) -> datetime:
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError("epoch seconds must be a finite, non-negative number")
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch seconds out of range: {value!r}") from None
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -221,7 +229,10 @@ def parse_posted_at(value: object) -> datetime:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        try:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"timestamp out of range: {value!r}") from None
     raise ValueError("expected an ISO 8601 timestamp or epoch seconds")
 
 

@@ -408,6 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128        # the default backlog of 5 drops bursts of connects (1 s SYN retry)
 
     def __init__(self, address: tuple[str, int], api: LocalApi) -> None:
         self.api = api
@@ -551,9 +552,15 @@ class LocalS3:
     ``with LocalS3(["bucket-a"]) as s3:`` starts the server (free port by default), sets
     ``AWS_ENDPOINT_URL_S3``, fake credentials and the region in ``os.environ``, and
     creates the buckets (versioned, like the template's). :meth:`stop` shuts the server
-    down, closes its socket and restores the environment. The server shares moto's
-    in-process state: run one at a time, and not inside ``mock_aws``.
+    down, closes its socket and restores the environment.
+
+    moto keeps its store per process: the first LocalS3 of a process starts from an
+    empty store, and instances running at the same time in one process see the same
+    buckets. Do not use it inside ``mock_aws`` (which resets that store).
     """
+
+    _active = 0
+    _active_lock = threading.Lock()
 
     def __init__(self, buckets: Iterable[str] = (), *, host: str = "127.0.0.1", port: int = 0,
                  versioned: bool = True, region: str = REGION) -> None:
@@ -590,10 +597,13 @@ class LocalS3:
         env.update(dict.fromkeys(_CONFLICTING_AWS_ENV))
         self._env_ctx = patched_environ(env)
         self._env_ctx.__enter__()
+        with LocalS3._active_lock:
+            first = LocalS3._active == 0
+            LocalS3._active += 1
         try:
-            # A fresh store: moto's state is per process and may hold an earlier run's objects.
-            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
-                                   timeout=10).close()
+            if first:   # a fresh store, unless another LocalS3 of this process is using it
+                urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+                                       timeout=10).close()
             client = self.client()
             for bucket in self.buckets:
                 self.create_bucket(bucket, client)
@@ -604,7 +614,8 @@ class LocalS3:
 
     def create_bucket(self, bucket: str, client: Any = None) -> None:
         client = client or self.client()
-        client.create_bucket(Bucket=bucket)
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=bucket)
         if self.versioned:
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
@@ -620,6 +631,8 @@ class LocalS3:
         server, self._server = self._server, None
         if server is not None:
             server.stop()       # werkzeug's serve_forever closes the listening socket on its way out
+            with LocalS3._active_lock:
+                LocalS3._active -= 1
         ctx, self._env_ctx = self._env_ctx, None
         if ctx is not None:
             ctx.__exit__(None, None, None)

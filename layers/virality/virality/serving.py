@@ -29,8 +29,8 @@ from .registry import ModelRegistry
 
 ModelSource = Literal["published", "pinned", "bundled"]
 
-#: While serving the bundled fallback because loading failed, retry this often
-#: even when MODEL_REFRESH_SECONDS is 0 (never), so a container recovers.
+#: While serving the bundled fallback (nothing published yet, S3 unreachable, invalid
+#: artifact), retry this often even when MODEL_REFRESH_SECONDS is 0, so a container recovers.
 FALLBACK_RETRY_SECONDS = 60.0
 
 
@@ -100,7 +100,7 @@ class ModelProvider:
             self._last_check = self._clock()
             return current
         interval = self.settings.model_refresh_seconds
-        if current.source == "bundled" and current.load_error and self.registry is not None:
+        if current.source == "bundled" and self.registry is not None:
             interval = min(interval, FALLBACK_RETRY_SECONDS) if interval > 0 else FALLBACK_RETRY_SECONDS
         if interval > 0 and self._clock() - self._last_check >= interval:
             self.refresh()
@@ -136,8 +136,10 @@ class ModelProvider:
             artifact, _ = self.registry.load_key(state.pointer.key, state.pointer.sha256)
         except _s3_errors() as exc:
             self.last_refresh_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("model refresh failed; still serving the loaded model",
-                           extra={"model_version": current.model.version, "error": self.last_refresh_error})
+            # An invalid published artifact is a data incident (error); an S3 hiccup is not (warning).
+            log = logger.error if isinstance(exc, ArtifactValidationError) else logger.warning
+            log("model refresh failed; still serving the loaded model",
+                extra={"model_version": current.model.version, "error": self.last_refresh_error})
             return False
         self.last_refresh_error = None
         if artifact.modelVersion == current.model.version:

@@ -1,0 +1,85 @@
+"""scripts/invoke.py: the Docker-free ``sam local invoke``, run as a user would (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "invoke.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script finds the layer itself
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180, check=False)
+
+
+def api_output(stdout: str) -> tuple[int, dict[str, str], Any]:
+    """``HTTP <status>``, header lines, a blank line, the pretty-printed JSON body."""
+    head, _, body = stdout.partition("\n\n")
+    lines = head.splitlines()
+    assert lines[0].startswith("HTTP "), stdout
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_predict_single_without_s3_uses_the_bundled_model() -> None:
+    proc = run("predict", "events/predict-single.json")
+    assert proc.returncode == 0, proc.stderr
+    status, headers, body = api_output(proc.stdout)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert 0 <= body["score"] <= 100 and 1 <= body["tier"] <= 5 and len(body["probabilities"]) == 5
+    assert body["modelVersion"].startswith("bundled-")
+    # logs and metrics go to stderr, so stdout is only the response
+    assert '"level"' not in proc.stdout and '"level"' in proc.stderr
+
+
+def test_invalid_event_shows_the_4xx_response() -> None:
+    proc = run("predict", "events/predict-invalid.json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    status, _, body = api_output(proc.stdout)
+    assert status == 422 and any(d["field"] == "features.likeRate" for d in body["details"])
+    assert '"level"' not in proc.stderr
+
+
+def test_retrain_event_with_local_s3_publishes_a_model() -> None:
+    proc = run("retrain", "events/retrain-s3-put.json", "--local-s3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    response = json.loads(proc.stdout)
+    (result,) = response["results"]
+    assert result["status"] == "published" and result["promoted"] is True
+    assert result["sourceBucket"] == "virality-data-local"
+    assert result["sourceKey"] == "training-data/sample videos.csv"    # URL-decoded from sample+videos.csv
+    assert result["modelKey"] == f"models/{result['version']}/ml-weights.json"
+    assert result["rows"]["train"] + result["rows"]["test"] == 2000
+    assert "uploaded events/data/sample videos.csv" in proc.stderr
+
+
+def test_predict_with_seed_model_serves_the_published_model() -> None:
+    proc = run("predict", "events/model-info.json", "--local-s3", "--seed-model", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    status, _, info = api_output(proc.stdout)
+    assert status == 200
+    assert info["source"] == "published" and info["modelVersion"].startswith("v")
+    assert info["loadError"] is None
+    assert f"seeded model {info['modelVersion']}" in proc.stderr
+
+
+def test_missing_event_file_is_a_one_line_error() -> None:
+    proc = run("predict", "events/does-not-exist.json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "event file not found" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_unknown_function_is_a_one_line_error() -> None:
+    proc = run("nosuch", "events/health.json")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "predict" in lines[0] and "retrain" in lines[0]
