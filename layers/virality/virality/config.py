@@ -79,7 +79,7 @@ class RetrainSettings(_EnvSettings):
     train_optimizer: Literal["newton", "gd"] = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
     train_l2: float = Field(0.001, ge=0, description="L2 strength lambda of the objective.")
     train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")
-    promotion_f1_tolerance: float = Field(0.01, ge=0, description="New model may lose at most this much macro-F1.")
-    promotion_logloss_tolerance: float = Field(0.02, ge=0, description="New model may gain at most this much log-loss.")
+    promotion_f1_tolerance: float = Field(0.03, ge=0, description="New model may lose at most this much macro-F1.")
+    promotion_logloss_tolerance: float = Field(0.05, ge=0, description="New model may gain at most this much log-loss.")
 
     _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)

@@ -15,6 +15,7 @@ Nothing above this module touches boto3; the client is created lazily.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from .errors import (
 POINTER_NAME = "latest.json"
 WEIGHTS_NAME = "ml-weights.json"
 REPORT_NAME = "report.txt"
+PROMOTION_NAME = "promotion.json"
 CLAIMS_DIR = "_sources/"
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
@@ -239,7 +241,10 @@ class ModelRegistry:
         key, sha256 : the weights key and the sha256 of its bytes.
         """
         body = dump_artifact(artifact)
-        self._put_new(self.report_key(artifact.modelVersion), report.encode(), "text/plain; charset=utf-8")
+        try:
+            self._put_new(self.report_key(artifact.modelVersion), report.encode(), "text/plain; charset=utf-8")
+        except VersionExistsError:
+            pass        # left by an earlier attempt at this version that failed before the weights
         key = self.weights_key(artifact.modelVersion)
         self._put_new(key, body, "application/json")
         return key, hashlib.sha256(body).hexdigest()
@@ -279,6 +284,20 @@ class ModelRegistry:
         except VersionExistsError:
             existing = json.loads(self._get(key)["Body"].read())
             return str(existing["version"])
+
+    def promotion_key(self, version: str) -> str:
+        return f"{self.prefix}{version}/{PROMOTION_NAME}"
+
+    def record_promotion(self, version: str, decision: dict[str, Any]) -> None:
+        """Write-once record of the gate's decision for ``version`` (a retry then knows it is done)."""
+        with contextlib.suppress(VersionExistsError):
+            self._put_new(self.promotion_key(version), json.dumps(decision).encode(), "application/json")
+
+    def read_promotion(self, version: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._get(self.promotion_key(version))["Body"].read())
+        except ModelNotFoundError:
+            return None
 
     def version_exists(self, version: str) -> bool:
         try:

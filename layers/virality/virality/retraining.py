@@ -49,8 +49,8 @@ MAX_POINTER_ATTEMPTS = 25
 
 @dataclass(frozen=True, slots=True)
 class PromotionPolicy:
-    f1_tolerance: float = 0.01
-    logloss_tolerance: float = 0.02
+    f1_tolerance: float = 0.03
+    logloss_tolerance: float = 0.05
 
 
 class RetrainSummary(BaseModel):
@@ -85,12 +85,12 @@ def gate(new: EvaluationReport, current: EvaluationReport | None, policy: Promot
         return True, "no valid current model"
     f1_drop = current.macro_f1 - new.macro_f1
     ll_rise = new.log_loss - current.log_loss
-    versus = f"vs {current_version}" if current_version else "vs current"
+    versus = current_version or "the current model"
     if f1_drop > policy.f1_tolerance:
-        return False, (f"macro-F1 {new.macro_f1:.4f} is {f1_drop:.4f} below {versus} ({current.macro_f1:.4f}); "
+        return False, (f"macro-F1 {new.macro_f1:.4f} is {f1_drop:.4f} below {versus}'s {current.macro_f1:.4f}; "
                        f"tolerance {policy.f1_tolerance}")
     if ll_rise > policy.logloss_tolerance:
-        return False, (f"log-loss {new.log_loss:.4f} is {ll_rise:.4f} above {versus} ({current.log_loss:.4f}); "
+        return False, (f"log-loss {new.log_loss:.4f} is {ll_rise:.4f} above {versus}'s {current.log_loss:.4f}; "
                        f"tolerance {policy.logloss_tolerance}")
     return True, (f"macro-F1 {new.macro_f1:.4f} / log-loss {new.log_loss:.4f} not worse than {versus} "
                   f"({current.macro_f1:.4f} / {current.log_loss:.4f}) beyond tolerance")
@@ -144,15 +144,22 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
                             seed=config.seed, tiering=config.tiering)
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     version = new_version_id()
+    force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     claimed = registry.claim_source(source_id, version)
     if claimed is not None:
-        if registry.version_exists(claimed):
-            state = registry.read_pointer_lenient()
-            return RetrainSummary(status="duplicate", version=claimed, modelKey=registry.weights_key(claimed),
-                                  promoted=bool(state and state.pointer and state.pointer.version == claimed),
-                                  reason="this event was already processed", rows=rows,
-                                  durationSeconds=time.perf_counter() - started, **base)
-        version = claimed          # an earlier attempt claimed it but never published: finish its work
+        version = claimed          # an earlier delivery claimed this event: finish or report its work
+        if registry.version_exists(version):
+            decision = registry.read_promotion(version)
+            if decision is not None:
+                return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
+                                      promoted=bool(decision.get("promoted")),
+                                      reason=f"this event was already processed: {decision.get('reason')}",
+                                      rows=rows, durationSeconds=time.perf_counter() - started, **base)
+            # Published but the gate never finished (e.g. the pointer write failed): finish it now.
+            artifact, sha256 = registry.load_key(registry.weights_key(version))
+            report = evaluate_on(ViralityModel(artifact), ts.test)
+            return _promote(registry, artifact, registry.weights_key(version), sha256, ts.test, report, policy,
+                            force, rows, started, base)
     outcome = train_model(ts, config, model_version=version)
     artifact = outcome.artifact
     try:
@@ -161,8 +168,16 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
         return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
                               reason="a concurrent delivery of this event published it", rows=rows,
                               durationSeconds=time.perf_counter() - started, **base)
-    force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
-    promoted, reason = _move_pointer(registry, artifact, key, sha256, ts.test, outcome.test_report, policy, force)
-    return RetrainSummary(status="published", version=version, modelKey=key, promoted=promoted, reason=reason,
-                          rows=rows, metrics=_headline(outcome.test_report),
+    return _promote(registry, artifact, key, sha256, ts.test, outcome.test_report, policy, force, rows, started,
+                    base)
+
+
+def _promote(registry: ModelRegistry, artifact: ModelArtifact, key: str, sha256: str, test: Split,
+             report: EvaluationReport, policy: PromotionPolicy, force: bool, rows: dict[str, int],
+             started: float, base: dict[str, Any]) -> RetrainSummary:
+    promoted, reason = _move_pointer(registry, artifact, key, sha256, test, report, policy, force)
+    registry.record_promotion(artifact.modelVersion, {"promoted": promoted, "reason": reason,
+                                                      "decidedAt": utc_now_iso()})
+    return RetrainSummary(status="published", version=artifact.modelVersion, modelKey=key, promoted=promoted,
+                          reason=reason, rows=rows, metrics=_headline(report),
                           durationSeconds=round(time.perf_counter() - started, 6), **base)
