@@ -241,10 +241,9 @@ class ModelRegistry:
         key, sha256 : the weights key and the sha256 of its bytes.
         """
         body = dump_artifact(artifact)
-        try:
+        # An existing report was left by an earlier attempt at this version that failed before the weights.
+        with contextlib.suppress(VersionExistsError):
             self._put_new(self.report_key(artifact.modelVersion), report.encode(), "text/plain; charset=utf-8")
-        except VersionExistsError:
-            pass        # left by an earlier attempt at this version that failed before the weights
         key = self.weights_key(artifact.modelVersion)
         self._put_new(key, body, "application/json")
         return key, hashlib.sha256(body).hexdigest()
