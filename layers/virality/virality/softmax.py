@@ -305,8 +305,8 @@ class FitResult:
     grad_norm : float
         Max-abs gradient at the returned parameters.
     converged : bool
-        Whether ``grad_norm <= tol`` (always False-or-True honestly; GD never claims it
-        unless it really got there).
+        Whether ``grad_norm <= tol`` at the returned parameters (GD reports it too,
+        and with the original 200 epochs it is normally False).
     optimizer : str
     """
 

@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .features import FEATURE_NAMES
 from .metrics import EvaluationReport, evaluate
 from .model import ViralityModel
-from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit
+from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_proba
 from .tiering import Tiering
 
 
@@ -98,7 +98,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
                  callback=progress)
     duration = time.perf_counter() - started
     train_pred = (ts.train.X @ result.coef.T + result.intercept).argmax(axis=1)
-    proba = _softmax_rows(ts.test.X @ result.coef.T + result.intercept)
+    proba = predict_proba(ts.test.X, result.coef, result.intercept)
     report = evaluate(ts.test.y, proba)
     artifact = ModelArtifact(
         schemaVersion=SCHEMA_VERSION,
@@ -125,12 +125,6 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
         tiering=ts.tiering,
     )
     return TrainingOutcome(artifact, ViralityModel(artifact), report, ts)
-
-
-def _softmax_rows(Z: np.ndarray) -> np.ndarray:
-    from .softmax import softmax
-
-    return softmax(Z, copy=False)
 
 
 def train_file(data: bytes, source: str, config: TrainingConfig | None = None, *,
