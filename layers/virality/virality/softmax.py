@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .errors import ConfigurationError, ConvergenceWarning
 
@@ -160,14 +161,6 @@ def _make_problem(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None
     return _Problem(X, y, sample_weight, sw_sum, float(l2_reg_strength), n_classes)
 
 
-def _augment(Xc: np.ndarray) -> np.ndarray:
-    """``[Xc, 1]``: the bias is the last coordinate of each class's parameters."""
-    Xa = np.empty((Xc.shape[0], Xc.shape[1] + 1))
-    Xa[:, :-1] = Xc
-    Xa[:, -1] = 1.0
-    return Xa
-
-
 def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
                     ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Objective, gradient and (optionally) Hessian at ``theta``, streaming over ``X``.
@@ -191,6 +184,7 @@ def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
     one ``(m, K(d+1))`` buffer and two GEMMs per block of rows.
     """
     K, p = theta.shape
+    W, b = theta[:, :-1], theta[:, -1]
     loss = 0.0
     grad = np.zeros((K, p))
     if hessian:
@@ -200,8 +194,8 @@ def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
     for Xc, yc, swc in prob.chunks():
         m = Xc.shape[0]
         rows = np.arange(m)
-        Xa = _augment(Xc)
-        Z = Xa @ theta.T                                  # (m, K)
+        Z = Xc @ W.T                                      # (m, K)
+        Z += b
         Z -= Z.max(axis=1, keepdims=True)
         P = np.exp(Z)
         norm = P.sum(axis=1, keepdims=True)
@@ -212,21 +206,20 @@ def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
         R[rows, yc] -= 1.0
         if swc is not None:
             R *= swc[:, None]
-        grad += R.T @ Xa
+        grad[:, :-1] += R.T @ Xc
+        grad[:, -1] += R.sum(axis=0)
         if hessian:
             Vc = V[:m]
-            np.multiply(P[:, :, None], Xa[:, None, :], out=Vc)
+            np.multiply(P[:, :, None], Xc[:, None, :], out=Vc[:, :, :-1])
+            Vc[:, :, -1] = P
             V2 = Vc.reshape(m, K * p)
-            if swc is None:
-                outer += V2.T @ V2
-                diag_blocks += Xa.T @ V2
-            else:
-                Vs = V2 * swc[:, None]
-                outer += Vs.T @ V2
-                diag_blocks += Xa.T @ Vs
+            Vs = V2 if swc is None else V2 * swc[:, None]
+            outer += Vs.T @ V2
+            # blockdiag part: rows of Xa^T V2 = [Xc^T V2; 1^T V2]
+            diag_blocks[:-1] += Xc.T @ Vs
+            diag_blocks[-1] += Vs.sum(axis=0)
     loss /= prob.sw_sum
     grad /= prob.sw_sum
-    W = theta[:, :-1]
     loss += 0.5 * prob.l2_reg_strength * float(np.sum(W * W))
     grad[:, :-1] += prob.l2_reg_strength * W
     if not hessian:
@@ -360,9 +353,13 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
     prob = _make_problem(X, y, sample_weight, l2_reg_strength, n_classes)
     if prob.X.shape[0] == 0:
         raise ValueError("cannot fit on zero samples")
-    if optimizer == "gd":
-        return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
-    return _fit_newton(prob, tol, max_iter, callback)
+    # The products here are thin (80 columns, blocks of 16k rows): BLAS threads buy
+    # nothing and, on busy cores, cost several times the work (measured in
+    # benchmarks/bench_train.py). One thread also makes results independent of core count.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if optimizer == "gd":
+            return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
+        return _fit_newton(prob, tol, max_iter, callback)
 
 
 def _fit_gd(prob: _Problem, seed: int, epochs: int, learning_rate: float, decay: float, tol: float,
@@ -394,6 +391,10 @@ def _fit_gd(prob: _Problem, seed: int, epochs: int, learning_rate: float, decay:
 SUBSAMPLE_MIN_ROWS = 250_000
 SUBSAMPLE_ROWS = 65_536
 
+#: A Newton step whose gradient shrinks by at least this factor keeps its Hessian
+#: for the next step; otherwise the Hessian is recomputed.
+HESSIAN_REUSE_RATIO = 0.1
+
 
 def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
                  callback: ProgressCallback | None, it0: int = 0
@@ -408,13 +409,16 @@ def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
     u = u.ravel()
     loss, grad, _ = _loss_grad_hess(theta, prob, hessian=False)
     n_iter = 0
+    H: np.ndarray | None = None
     while float(np.abs(grad).max()) > tol and n_iter < max_iter:
         n_iter += 1
-        H = _loss_grad_hess(theta, prob, hessian=True)[2]
         g = grad.ravel()
-        mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
+        if H is None:
+            H = _loss_grad_hess(theta, prob, hessian=True)[2]
+            mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
+            H_solve = H + mu * np.outer(u, u)
         try:
-            step = -np.linalg.solve(H + mu * np.outer(u, u), g)
+            step = -np.linalg.solve(H_solve, g)
         except np.linalg.LinAlgError:
             step = -np.linalg.lstsq(H, g, rcond=None)[0]
         slope = float(g @ step)
@@ -431,6 +435,10 @@ def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
             t *= 0.5
         else:
             break               # no decrease representable in float64: stop and report
+        # Keep the Hessian (a chord step) only while a full step shrinks the gradient
+        # tenfold or more: a pass without the Hessian costs a fraction of one with it.
+        if t < 1.0 or float(np.abs(new_grad).max()) > HESSIAN_REUSE_RATIO * float(np.abs(grad).max()):
+            H = None
         theta, loss, grad = new_theta, new_loss, new_grad
         if callback is not None:
             callback(it0 + n_iter, loss, float(np.abs(grad).max()))
