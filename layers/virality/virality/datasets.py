@@ -207,6 +207,23 @@ def _check_header(header: list[str], source: str) -> None:
                                   column=dupes[0])
 
 
+def _posted_columns(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTC weekday (Monday = 0) and hour of each ``postedAt``, shape (n,) each."""
+    if all(len(v) == 20 and v[10] == "T" and v[19] == "Z" for v in values):
+        # Canonical "YYYY-mm-ddTHH:MM:SSZ" (what sample-data and most exports write): parse in bulk.
+        try:
+            secs = np.asarray([v[:19] for v in values], dtype="datetime64[s]").astype(np.int64)
+        except ValueError:
+            raise _SlowPath from None
+        return ((secs // 86400 + 3) % 7).astype(np.float64), ((secs // 3600) % 24).astype(np.float64)
+    try:
+        posted = [parse_posted_at(v) for v in values]
+    except (ValueError, OverflowError, OSError):
+        raise _SlowPath from None
+    return (np.array([p.weekday() for p in posted], dtype=np.float64),
+            np.array([p.hour for p in posted], dtype=np.float64))
+
+
 def _vectorised_csv(columns: dict[str, list[str]]) -> RawVideos:
     def numeric(name: str) -> np.ndarray:
         try:
@@ -225,9 +242,9 @@ def _vectorised_csv(columns: dict[str, list[str]]) -> RawVideos:
         except ValueError:
             raise _SlowPath from None
         known = ~np.isnan(arr)
-        if np.any(np.isinf(arr)) or np.any(arr[known] < 0) or any(
-                f.strip().lower() == "nan" for f in columns["followers"]):
-            raise _SlowPath
+        if np.any(np.isinf(arr)) or np.any(arr[known] < 0) or known.sum() != sum(
+                1 for f in columns["followers"] if f.strip()):
+            raise _SlowPath     # e.g. a literal "nan" cell: let the row-by-row path name it
         values["followers"] = arr
     else:
         values["followers"] = np.full(values["views"].shape, np.nan)
@@ -241,17 +258,36 @@ def _vectorised_csv(columns: dict[str, list[str]]) -> RawVideos:
         values["captionLength"] = np.array([len(c) for c in columns["caption"]], dtype=np.float64)
     else:
         raise _SlowPath
-    try:
-        posted = [parse_posted_at(v) for v in columns["postedAt"]]
-    except (ValueError, OverflowError, OSError):
-        raise _SlowPath from None
-    values["weekday"] = np.array([p.weekday() for p in posted], dtype=np.float64)
-    values["hour"] = np.array([p.hour for p in posted], dtype=np.float64)
+    values["weekday"], values["hour"] = _posted_columns(columns["postedAt"])
     return RawVideos(**values)
 
 
+#: Rows converted to arrays at a time: bounds the memory held as Python strings.
+CSV_BLOCK_ROWS = 65_536
+
+
+def _csv_block(header: list[str], index: dict[str, int], rows: list[list[str]], lines: list[int],
+               source: str) -> RawVideos:
+    transposed = list(zip(*rows, strict=True))
+    columns = {c: list(transposed[j]) for c, j in index.items()}
+    try:
+        return _vectorised_csv(columns)
+    except _SlowPath:
+        # Something is off in this block: redo it row by row to name the row and column.
+        builder = RawColumnsBuilder(location=source or None)
+        for line, row in zip(lines, rows, strict=True):
+            builder.add(dict(zip(header, row, strict=True)), row=line)
+        return builder.build()
+
+
+def _concat(parts: list[RawVideos]) -> RawVideos:
+    if len(parts) == 1:
+        return parts[0]
+    return RawVideos(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in RawVideos.__slots__})
+
+
 def read_csv(data: bytes, source: str = "") -> RawVideos:
-    """Parse raw video records from CSV (header row first)."""
+    """Parse raw video records from CSV (header row first), in blocks of rows."""
     text = _decode(data, source)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -263,31 +299,30 @@ def read_csv(data: bytes, source: str = "") -> RawVideos:
     _check_header(header, source)
     wanted = [c for c in (*REQUIRED_COLUMNS, "followers", "captionLength", "caption") if c in header]
     index = {c: header.index(c) for c in wanted}
-    columns: dict[str, list[str]] = {c: [] for c in wanted}
-    lines: list[int] = []
+    parts: list[RawVideos] = []
     rows: list[list[str]] = []
+    lines: list[int] = []
+    width = len(header)
     try:
         for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataValidationError(f"expected {len(header)} fields, got {len(row)}",
-                                          location=source or None, row=reader.line_num)
-            lines.append(reader.line_num)
+            if len(row) != width or not row[0].strip():
+                if not row or all(not cell.strip() for cell in row):
+                    continue        # blank line
+                if len(row) != width:
+                    raise DataValidationError(f"expected {width} fields, got {len(row)}",
+                                              location=source or None, row=reader.line_num)
             rows.append(row)
-            for c, j in index.items():
-                columns[c].append(row[j])
+            lines.append(reader.line_num)
+            if len(rows) == CSV_BLOCK_ROWS:
+                parts.append(_csv_block(header, index, rows, lines, source))
+                rows, lines = [], []
     except csv.Error as exc:
         raise DataValidationError(f"malformed CSV: {exc}", location=source or None, row=reader.line_num) from None
-    if not rows:
+    if rows:
+        parts.append(_csv_block(header, index, rows, lines, source))
+    if not parts:
         raise DataValidationError("no data rows after the header", location=source or None)
-    try:
-        return _vectorised_csv(columns)
-    except _SlowPath:
-        builder = RawColumnsBuilder(location=source or None)
-        for line, row in zip(lines, rows, strict=True):
-            builder.add(dict(zip(header, row, strict=True)), row=line)
-        return builder.build()
+    return _concat(parts)
 
 
 def read_jsonl(data: bytes, source: str = "") -> RawVideos:
