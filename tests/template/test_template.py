@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from virality.config import PredictSettings, RetrainSettings
 
 pytestmark = pytest.mark.template

@@ -699,14 +699,24 @@ def serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str,
     if refresh_seconds < 0:
         raise ConfigurationError("--refresh-seconds must be >= 0")
     prefix = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
-        def _terminate(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-        previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if main_thread:
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _serve(host, port, local_s3, bucket, prefix, refresh_seconds, main_thread)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str, refresh_seconds: float,
+           main_thread: bool) -> int:
     with contextlib.ExitStack() as stack:
-        if previous_sigterm is not None:
-            stack.callback(signal.signal, signal.SIGTERM, previous_sigterm)
         try:
             if local_s3:
                 model_bucket = bucket or MODEL_BUCKET
@@ -737,6 +747,9 @@ def serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str,
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
+            if main_thread:     # a second Ctrl-C must not cut the (bounded) shutdown short
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_IGN)
             _print("stopping...")
     _print("stopped")
     return 0
