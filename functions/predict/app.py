@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from virality import __version__
@@ -26,6 +27,7 @@ from virality.api import (
     PredictRequest,
     PredictResponse,
     decode_body,
+    dumps_response,
     parse_predict_request,
 )
 from virality.api import (
@@ -36,7 +38,7 @@ from virality.errors import RequestValidationError
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.serving import ModelProvider
 
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(serializer=dumps_response)
 
 #: The model cache of this container: created on the first invocation, not at import.
 _provider: ModelProvider | None = None
@@ -84,9 +86,10 @@ def predict(request: Annotated[PredictRequest, Body(description="One instance or
     parsed = parse_predict_request(raw, settings.max_batch)
     loaded = provider().get()
     body = predict_body(parsed, loaded.model)
-    n = len(parsed.instances) if parsed.instances is not None else 1
+    n = len(parsed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=n)
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=n)
+    if parsed.batch:
+        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=n)
     metrics.add_metadata(key="model_version", value=loaded.model.version)
     return body  # type: ignore[return-value]
 
@@ -126,6 +129,8 @@ def _error(status: int, message: str, details: list[dict[str, str]] | None = Non
 
 
 def _count_error(kind: str) -> None:
+    if is_metrics_disabled():       # single_metric does not honour POWERTOOLS_METRICS_DISABLED itself
+        return
     with single_metric(name="RequestErrors", unit=MetricUnit.Count, value=1,
                        namespace=metrics.namespace, default_dimensions=metrics.default_dimensions) as metric:
         metric.add_dimension(name="ErrorKind", value=kind)
