@@ -30,7 +30,7 @@ from virality.errors import (
     ViralityError,
 )
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.registry import ModelRegistry, read_source
+from virality.registry import ModelRegistry, default_client_factory, read_source
 from virality.retraining import PromotionPolicy, RetrainSummary, retrain
 from virality.training import TrainingConfig
 
@@ -51,9 +51,7 @@ def s3_client() -> Any:
     if _client is None:
         with _client_lock:
             if _client is None:
-                import boto3
-
-                _client = boto3.client("s3")
+                _client = default_client_factory()
     return _client
 
 

@@ -144,6 +144,7 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     score: float = Field(ge=0, le=100, description="0-100: sum of tier probabilities x tier midpoints, 1 decimal")
     tier: int = Field(ge=1, le=5, description="most probable tier (1 = lowest, 5 = highest)")
     probabilities: list[float] = Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)
@@ -157,21 +158,25 @@ class PredictResponse(Prediction):
 
 
 class BatchPredictResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     predictions: list[Prediction]
     modelVersion: str
 
 
 class ErrorDetail(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     field: str
     message: str
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     error: str
     details: list[ErrorDetail] = Field(default_factory=list)
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     modelVersion: str
     trainedAt: str
     featureNames: list[str]
@@ -188,6 +193,7 @@ class ModelInfo(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
     status: str
     modelVersion: str
     source: str

@@ -72,6 +72,8 @@ class PredictSettings(_EnvSettings):
 class RetrainSettings(_EnvSettings):
     """Configuration of the retrain function."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)   # not built in the predict function
+
     model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's bucket).")
     model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
     training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .errors import ConfigurationError, ConvergenceWarning
 
@@ -356,6 +355,8 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
     # The products here are thin (80 columns, blocks of 16k rows): BLAS threads buy
     # nothing and, on busy cores, cost several times the work (measured in
     # benchmarks/bench_train.py). One thread also makes results independent of core count.
+    from threadpoolctl import threadpool_limits  # only training needs it: keep it off the predict cold start
+
     with threadpool_limits(limits=1, user_api="blas"):
         if optimizer == "gd":
             return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
