@@ -8,11 +8,10 @@ once per cold start, refreshed per ``MODEL_REFRESH_SECONDS``) and return.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -37,6 +36,9 @@ from virality.config import PredictSettings
 from virality.errors import RequestValidationError
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.serving import ModelProvider
+
+if TYPE_CHECKING:  # resolved at runtime only by openapi_schema(), see there
+    from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = APIGatewayRestResolver(serializer=dumps_response)
 
@@ -170,6 +172,11 @@ def _internal(exc: Exception) -> Response:
 
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document of these routes, generated from the pydantic models."""
+    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) costs
+    # ~40 ms, so it is resolved only here, when the document is generated.
+    from aws_lambda_powertools.event_handler.openapi.params import Body
+
+    globals()["Body"] = Body
     return app.get_openapi_schema(
         title="Virality prediction API", version=__version__,
         summary="Predict how viral a TikTok video will be (softmax over 5 tiers, 0-100 score)",

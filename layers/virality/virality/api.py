@@ -43,7 +43,9 @@ from .features import (
 )
 from .model import ViralityModel
 
-_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+# defer_build: request models are built on first use; a cold start answering named
+# features (the fast path) never needs them.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[float, Field(ge=0.0)]
