@@ -13,7 +13,7 @@ import binascii
 import itertools
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -108,10 +108,28 @@ class PipelineFeatureVector(BaseModel):
 _KINDS = ("features", "video", "featureVector")
 
 
+def _exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
+    """JSON-schema hook documenting the "exactly one of" rule the model validators enforce.
+
+    Omitting a kind is how to not give it, so the document does not offer ``null`` for them.
+    """
+    def extra(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [{"required": [name]} for name in names]
+        for name in names:
+            prop = schema["properties"][name]
+            options = [s for s in prop.pop("anyOf", []) if s.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+            elif options:
+                prop["anyOf"] = options
+            prop.pop("default", None)
+    return extra
+
+
 class Instance(BaseModel):
     """One input: exactly one of ``features``, ``video`` or ``featureVector``."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS))
 
     features: NamedFeatures | None = None  # type: ignore[valid-type]
     video: VideoRecord | None = None
@@ -128,7 +146,7 @@ class Instance(BaseModel):
 class PredictRequest(BaseModel):
     """A single instance (one of ``features``/``video``/``featureVector``) or a batch (``instances``)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS, "instances"))
 
     features: NamedFeatures | None = None  # type: ignore[valid-type]
     video: VideoRecord | None = None
