@@ -93,20 +93,6 @@ class _Sink(io.TextIOBase):
         return len(s)
 
 
-@dataclass
-class _Context:
-    function_name: str = "PredictFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:PredictFunction"
-    aws_request_id: str = "5a1b8a0e-0000-4000-8000-000000000000"
-    log_group_name: str = "/aws/lambda/PredictFunction"
-    log_stream_name: str = "2026/11/29/[$LATEST]bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
@@ -338,7 +324,9 @@ def main() -> None:
     try:
         app = load_handler_module()
         bare_handler, floor_handler = build_floors()
-        ctx = _Context()
+        from virality.localapi import LocalLambdaContext
+
+        ctx = LocalLambdaContext(function_name="PredictFunction", memory_limit_in_mb=1024, timeout_seconds=1e9)
         single_events = {"handler: features": load_event("predict-single.json"),
                          "handler: raw video": load_event("predict-video.json"),
                          "handler: feature vector": load_event("predict-feature-vector.json")}

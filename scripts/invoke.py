@@ -33,10 +33,7 @@ import json
 import logging
 import os
 import sys
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
@@ -56,33 +53,6 @@ class InvokeError(Exception):
 
 
 # --------------------------------------------------------------------------- context
-
-
-@dataclass
-class FakeLambdaContext:
-    """Enough of ``LambdaContext`` for Powertools (``inject_lambda_context``) and the handlers."""
-
-    function_name: str
-    timeout_seconds: float = 30.0
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_stream_name: str = "local/[$LATEST]invoke"
-    _deadline: float = field(default=0.0, repr=False)
-
-    def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_seconds
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 # --------------------------------------------------------------------------- loading
@@ -124,8 +94,10 @@ def read_event(path: Path) -> dict[str, Any]:
     return event
 
 
-def context_for(function: str) -> FakeLambdaContext:
-    return FakeLambdaContext(function_name=f"{function.capitalize()}Function")
+def context_for(function: str) -> Any:
+    from virality.localapi import LocalLambdaContext
+
+    return LocalLambdaContext(function_name=f"{function.capitalize()}Function", timeout_seconds=30.0)
 
 
 # --------------------------------------------------------------------------- local S3

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,23 +63,12 @@ def retrain_app() -> Iterator[ModuleType]:
     module.reset()
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "test-function"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-    log_group_name: str = "/aws/lambda/test-function"
-    log_stream_name: str = "2026/11/29/[$LATEST]test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> Any:
+    """The library's stand-in for ``LambdaContext`` (what the local API and invoke script use too)."""
+    from virality.localapi import LocalLambdaContext
+
+    return LocalLambdaContext(function_name="test-function", timeout_seconds=300.0)
 
 
 def load_event(name: str) -> dict[str, Any]:
