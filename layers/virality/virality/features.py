@@ -296,39 +296,32 @@ class RawColumnsBuilder:
         def fail(column: str, message: str) -> DataValidationError:
             return DataValidationError(message, row=row, column=column, location=self.location)
 
-        values: dict[str, float] = {}
-        for name in RAW_NUMERIC_FIELDS:
-            if name not in record:
-                raise fail(name, "missing required field")
+        def count(name: str, value: object) -> float:
             try:
-                number = parse_number(record[name])
+                number = parse_number(value)
             except ValueError as exc:
                 raise fail(name, str(exc)) from None
             if number < 0:
                 raise fail(name, f"must be >= 0, got {number:g}")
-            values[name] = number
+            return number
+
+        def blank(value: object) -> bool:
+            return value is None or (isinstance(value, str) and value.strip() == "")
+
+        values: dict[str, float] = {}
+        for name in RAW_NUMERIC_FIELDS:
+            if name not in record:
+                raise fail(name, "missing required field")
+            values[name] = count(name, record[name])
         followers = record.get("followers")
-        if followers is None or (isinstance(followers, str) and followers.strip() == ""):
-            values["followers"] = math.nan
-        else:
-            try:
-                values["followers"] = parse_number(followers)
-            except ValueError as exc:
-                raise fail("followers", str(exc)) from None
-            if values["followers"] < 0:
-                raise fail("followers", f"must be >= 0, got {values['followers']:g}")
+        values["followers"] = math.nan if blank(followers) else count("followers", followers)
         try:
             values["hasTrendingSound"] = parse_flag(record.get("hasTrendingSound"))
         except ValueError as exc:
             raise fail("hasTrendingSound", str(exc)) from None
         caption_length = record.get("captionLength")
-        if caption_length is not None and not (isinstance(caption_length, str) and caption_length.strip() == ""):
-            try:
-                values["captionLength"] = parse_number(caption_length)
-            except ValueError as exc:
-                raise fail("captionLength", str(exc)) from None
-            if values["captionLength"] < 0:
-                raise fail("captionLength", f"must be >= 0, got {values['captionLength']:g}")
+        if not blank(caption_length):
+            values["captionLength"] = count("captionLength", caption_length)
         elif "caption" in record and isinstance(record["caption"], str | type(None)):
             values["captionLength"] = float(len(record["caption"] or ""))
         elif "caption" in record:
