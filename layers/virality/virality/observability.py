@@ -9,6 +9,7 @@ Otherwise the capture decorators are identity functions.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -16,6 +17,10 @@ from typing import Any, TypeVar
 from aws_lambda_powertools import Logger, Metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Error responses publish their metric with single_metric (it carries an ErrorKind dimension),
+# which leaves the shared Metrics object empty for that invocation: expected, not worth a warning.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "virality"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Virality"),
