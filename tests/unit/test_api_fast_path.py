@@ -80,3 +80,36 @@ def test_a_boolean_feature_leaves_the_fast_path_and_is_rejected() -> None:
     row["hasTrendingSound"] = True
     raw = json.dumps({"features": row}).encode()
     assert _named_features_fast(json.loads(raw), raw) is None
+
+
+def _row_text(row: dict[str, object]) -> str:
+    return ", ".join(f'"{k}": {json.dumps(v)}' for k, v in row.items())
+
+
+def _duplicate_bodies() -> list[str]:
+    row = {name: 0.5 for name in FEATURE_NAMES}
+    body = _row_text(row)
+    return [
+        # a plain duplicate inside a features object (single and batch)
+        '{"features": {' + body + ', "shareRate": 0.25}}',
+        '{"instances": [{"features": {' + body + '}}, {"features": {' + body + ', "likeRate": 0.1}}]}',
+        # a duplicate spelled with an escape: decodes to the same key
+        '{"features": {' + body + ', "share\\u0052ate": 0.25}}',
+        # a duplicate hiding a string value behind the number that wins
+        '{"features": {"shareRate": "high", ' + body + '}}',
+        # a duplicated top-level key
+        '{"features": {' + body + '}, "explain": true, "explain": false}',
+    ]
+
+
+def test_duplicated_keys_never_pass_the_fast_path() -> None:
+    import pytest
+
+    from virality.errors import RequestValidationError
+
+    for text in _duplicate_bodies():
+        json.loads(text)     # valid JSON (last key wins): only the duplicate check can refuse it
+        with pytest.raises(RequestValidationError) as err:
+            parse_predict_request(text.encode(), max_batch=10)
+        assert err.value.status == 400
+        assert "duplicated" in err.value.message
