@@ -11,9 +11,10 @@ Peers, each a fresh ``python`` subprocess timed wall-clock from spawn to exit
 * ``handler``: import ``functions/predict/app.py``, call ``lambda_handler``
   once with ``events/predict-single.json`` (reads ``latest.json`` and the
   versioned ``ml-weights.json`` from the moto endpoint, validates, predicts);
-  tracing off (``POWERTOOLS_TRACE_DISABLED=true``);
-* ``handler, tracing on``: the same with ``AWS_LAMBDA_FUNCTION_NAME`` and
-  ``_X_AMZN_TRACE_ID`` set and ``POWERTOOLS_TRACE_DISABLED`` unset, so
+  ``AWS_LAMBDA_FUNCTION_NAME`` set as in Lambda, tracing off
+  (``POWERTOOLS_TRACE_DISABLED=true``);
+* ``handler, tracing on``: the same with ``_X_AMZN_TRACE_ID`` set and
+  ``POWERTOOLS_TRACE_DISABLED`` unset, so
   Powertools' ``Tracer`` (and the X-Ray SDK) is created, as in Lambda;
 * ``boto3 + numpy``: ``python -c "import boto3, numpy; boto3.client('s3')"``;
 * ``python -c pass``: the interpreter's own floor.
@@ -141,8 +142,9 @@ def child_env(endpoint: str, pycache: Path, workdir: Path, *, tracing: bool = Fa
         "MODEL_BUCKET": BUCKET, "MODEL_PREFIX": PREFIX,
         "POWERTOOLS_SERVICE_NAME": "virality", "POWERTOOLS_METRICS_NAMESPACE": "ViralityBench",
     })
+    env["AWS_LAMBDA_FUNCTION_NAME"] = "PredictFunction"     # as Lambda sets it (the handler reads it)
     if tracing:
-        env.update({"AWS_LAMBDA_FUNCTION_NAME": "PredictFunction", "_X_AMZN_TRACE_ID": TRACE_ID})
+        env["_X_AMZN_TRACE_ID"] = TRACE_ID
     else:
         env["POWERTOOLS_TRACE_DISABLED"] = "true"
     if write_bytecode:
