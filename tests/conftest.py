@@ -24,14 +24,18 @@ DATA_BUCKET = "virality-data-test"
 MODEL_BUCKET = "virality-models-test"
 
 
+#: Fake credentials (nothing can ever reach a real account) and test-only Powertools names.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    "POWERTOOLS_SERVICE_NAME": "virality-test", "POWERTOOLS_METRICS_NAMESPACE": "ViralityTest",
+}
+
+
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials so nothing can ever reach a real account; a clean handler environment."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-        "POWERTOOLS_SERVICE_NAME": "virality-test", "POWERTOOLS_METRICS_NAMESPACE": "ViralityTest",
-    }.items():
+    for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
     for name in ("MODEL_BUCKET", "MODEL_PREFIX", "MODEL_VERSION", "MODEL_REFRESH_SECONDS", "MAX_BATCH",
                  "MAX_BODY_BYTES", "TRAINING_PREFIX", "MAX_TRAINING_BYTES", "AWS_ENDPOINT_URL",

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import FAKE_AWS_ENV
 from virality import localapi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,11 +31,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     The root fixture deletes ``AWS_ENDPOINT_URL_S3``/``MODEL_BUCKET``... before every test; the
     module-scoped stack below sets them for its whole lifetime (and restores them when it stops).
     """
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-        "POWERTOOLS_SERVICE_NAME": "virality-test", "POWERTOOLS_METRICS_NAMESPACE": "ViralityTest",
-    }.items():
+    for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
