@@ -43,7 +43,6 @@ from .features import (
 from .tiering import Tiering, assign_tiers, fit_tiering
 
 DataFormat = Literal["seed-json", "csv", "jsonl"]
-FORMATS: tuple[str, ...] = ("seed-json", "csv", "jsonl")
 
 
 @dataclass(frozen=True, slots=True)

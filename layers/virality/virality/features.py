@@ -289,10 +289,8 @@ class RawColumnsBuilder:
     def __init__(self, location: str | None = None) -> None:
         self.location = location
         self._cols: dict[str, list[float]] = {name: [] for name in RawVideos.__slots__}
-        self.extra: list[dict[str, object]] = []
 
-    def add(self, record: Mapping[str, object], row: int | None = None,
-            extra_fields: Sequence[str] = ()) -> None:
+    def add(self, record: Mapping[str, object], row: int | None = None) -> None:
         def fail(column: str, message: str) -> DataValidationError:
             return DataValidationError(message, row=row, column=column, location=self.location)
 
@@ -338,8 +336,6 @@ class RawColumnsBuilder:
         values["hour"] = float(posted.hour)
         for name, column in self._cols.items():
             column.append(values[name])
-        if extra_fields:
-            self.extra.append({name: record.get(name) for name in extra_fields})
 
     def __len__(self) -> int:
         return len(self._cols["views"])

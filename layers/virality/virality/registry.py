@@ -44,17 +44,11 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
 
 
-def _client_error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None
-    return str(response.get("Error", {}).get("Code"))
-
-
-def _is_client_error(exc: Exception) -> bool:
+def _is_client_error_in(exc: Exception, codes: set[str]) -> bool:
+    """Whether ``exc`` is a botocore ``ClientError`` whose error code is one of ``codes``."""
     from botocore.exceptions import ClientError
 
-    return isinstance(exc, ClientError)
+    return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in codes
 
 
 class Pointer(BaseModel):
@@ -150,17 +144,13 @@ class ModelRegistry:
     def claim_key(self, source_id: str) -> str:
         return f"{self.prefix}{CLAIMS_DIR}{hashlib.sha256(source_id.encode()).hexdigest()}.json"
 
-    def owns(self, key: str) -> bool:
-        """Whether ``key`` is something this registry writes (the retrain loop guard)."""
-        return key.startswith(self.prefix)
-
     # ------------------------------------------------------------------ reads
 
     def _get(self, key: str, **kwargs: Any) -> dict[str, Any]:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
         except Exception as exc:
-            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+            if _is_client_error_in(exc, _NOT_FOUND):
                 raise ModelNotFoundError(f"s3://{self.bucket}/{key} does not exist") from None
             raise
 
@@ -191,7 +181,7 @@ class ModelRegistry:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.pointer_key)["ETag"]
         except Exception as exc:
-            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+            if _is_client_error_in(exc, _NOT_FOUND):
                 return None
             raise
 
@@ -203,16 +193,6 @@ class ModelRegistry:
             raise ArtifactValidationError(f"s3://{self.bucket}/{key}: sha256 {digest[:12]}... does not match "
                                           f"the pointer's {expected_sha256[:12]}...")
         return load_artifact(body, source=f"s3://{self.bucket}/{key}"), digest
-
-    def load_version(self, version: str) -> ModelArtifact:
-        return self.load_key(self.weights_key(version))[0]
-
-    def load_current(self) -> tuple[ModelArtifact, PointerState] | None:
-        state = self.read_pointer()
-        if state is None:
-            return None
-        artifact, _ = self.load_key(state.pointer.key, state.pointer.sha256)
-        return artifact, state
 
     def list_versions(self) -> list[str]:
         """Published versions, oldest first (version ids sort in creation order)."""
@@ -232,7 +212,7 @@ class ModelRegistry:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
                                    IfNoneMatch="*")
         except Exception as exc:
-            if _is_client_error(exc) and _client_error_code(exc) in _PRECONDITION:
+            if _is_client_error_in(exc, _PRECONDITION):
                 raise VersionExistsError(f"s3://{self.bucket}/{key} already exists; not overwritten") from None
             raise
 
@@ -268,7 +248,7 @@ class ModelRegistry:
                 Bucket=self.bucket, Key=self.pointer_key, ContentType="application/json",
                 Body=pointer.model_dump_json(exclude_none=True, indent=2).encode(), **kwargs)
         except Exception as exc:
-            if _is_client_error(exc) and _client_error_code(exc) in _PRECONDITION | {"NoSuchKey", "404"}:
+            if _is_client_error_in(exc, _PRECONDITION | {"NoSuchKey", "404"}):
                 raise PointerConflictError("the model pointer changed concurrently") from None
             raise
         return response["ETag"]
@@ -309,7 +289,7 @@ class ModelRegistry:
             self.client.head_object(Bucket=self.bucket, Key=self.weights_key(version))
             return True
         except Exception as exc:
-            if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+            if _is_client_error_in(exc, _NOT_FOUND):
                 return False
             raise
 
@@ -322,7 +302,7 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
     try:
         head = client.head_object(**kwargs)
     except Exception as exc:
-        if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND | {"400", "403"}:
+        if _is_client_error_in(exc, _NOT_FOUND | {"400", "403"}):
             raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist"
                                               + (f" (version {version_id})" if version_id else "")) from None
         raise
@@ -332,7 +312,7 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
     try:
         obj = client.get_object(IfMatch=head["ETag"], **kwargs)
     except Exception as exc:
-        if _is_client_error(exc) and _client_error_code(exc) in _NOT_FOUND:
+        if _is_client_error_in(exc, _NOT_FOUND):
             raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist") from None
         raise
     body = obj["Body"].read(max_bytes + 1)

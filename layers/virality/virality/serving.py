@@ -151,7 +151,8 @@ class ModelProvider:
         return True
 
     def status(self) -> dict[str, Any]:
-        current = self.get()
+        """Where the served model came from; reads state only (call :meth:`get` first to load/refresh)."""
+        current = self._current if self._current is not None else self.get()
         return {
             "source": current.source,
             "key": current.key,
