@@ -25,7 +25,7 @@ endif
 FORCE:
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv tools test test-quick lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam clean
+.PHONY: help venv tools test test-quick typecheck lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ integration: $(STAMP)  ## integration tests: handlers against moto S3, the invok
 
 e2e: $(STAMP)  ## end-to-end tests: local API and S3 servers, demo, fuzzing, load
 	$(PY) -m pytest tests/e2e
+
+typecheck: $(STAMP)  ## mypy (pydantic plugin) on the library, then on each handler
+	$(VENV)/bin/mypy
+	@for f in functions/*/app.py; do echo "mypy $$f"; $(VENV)/bin/mypy --no-error-summary $$f || exit 1; done
 
 test-quick: $(STAMP)  ## lint and unit tests (well under a minute)
 	$(VENV)/bin/ruff check .
