@@ -30,6 +30,7 @@ from virality.api import (
     decode_body,
     dumps_response,
     parse_predict_request,
+    public_data_provenance,
 )
 from virality.api import (
     predict as predict_body,
@@ -114,7 +115,8 @@ def model_info() -> ModelInfo:
         "training": a.training.model_dump(mode="json") if a.training else None,
         "metrics": a.metrics.model_dump(mode="json", by_alias=True) if a.metrics else (
             {"accuracy": a.accuracy} if a.accuracy is not None else None),
-        "data": a.data.model_dump(mode="json") if a.data else None,
+        # the training file's name and sha256, never its bucket (account id) or path
+        "data": public_data_provenance(a.data.model_dump(mode="json")) if a.data else None,
     }
 
 

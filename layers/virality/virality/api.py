@@ -212,14 +212,28 @@ class ModelInfo(BaseModel):
     featureNames: list[str]
     tierMidpoints: list[float]
     source: str = Field(description="published (pointer), pinned (MODEL_VERSION) or bundled (baseline)")
-    key: str | None = None
-    loadError: str | None = None
-    lastRefreshError: str | None = None
+    key: str | None = Field(None, description="Key of the served ml-weights.json under the model prefix")
+    loadError: str | None = Field(None, description=(
+        "Why the bundled baseline is served, as a kind: NotConfigured, ModelNotFound, StorageUnavailable, "
+        "InvalidPointer, InvalidArtifact or InternalError (details are logged, never returned)"))
+    lastRefreshError: str | None = Field(None, description="Kind of the last failed refresh (same kinds)")
     refreshSeconds: float
     pinnedVersion: str | None = None
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | None = Field(None, description=(
+        "Training data provenance: source is the file name only (no bucket or path), sha256 of its bytes"))
+
+
+def public_data_provenance(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The provenance GET /model shows: the training file's name and sha256, not where it is stored.
+
+    ``s3://virality-data-<account id>-.../training-data/x.csv`` -> ``x.csv``; a local path -> its name.
+    """
+    if data is None:
+        return None
+    source = str(data.get("source", ""))
+    return {**data, "source": source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]}
 
 
 class Health(BaseModel):
