@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from virality import __version__
 from virality.api import (
+    MAX_NESTING_DEPTH,
     BatchPredictResponse,
     ErrorResponse,
     Health,
@@ -63,7 +64,8 @@ def reset() -> None:
 
 
 _ERRORS = {
-    400: {"description": "Malformed body: invalid JSON or base64, duplicated field",
+    400: {"description": "Malformed body: invalid JSON or base64, duplicated field, nesting deeper than "
+                         f"{MAX_NESTING_DEPTH} levels",
           "content": {"application/json": {"model": ErrorResponse}}},
     404: {"description": "Unknown path", "content": {"application/json": {"model": ErrorResponse}}},
     405: {"description": "Method not allowed on this path", "content": {"application/json": {"model": ErrorResponse}}},
