@@ -152,3 +152,20 @@ def test_large_but_float_sized_integers_still_predict(invoke: Any) -> None:
     result = invoke(api_event("POST", "/predict", body))
     assert result.status == 200, result.body
     assert_prediction(result.body)
+
+
+# Integers that fit a float but not an int64 (the fast path's NumPy conversion) nor a C long.
+FLOAT_SIZED = [2**63, 2**64, 10**308, -(2**64)]
+
+
+@pytest.mark.parametrize("number", FLOAT_SIZED, ids=["2^63", "2^64", "1e308", "-2^64"])
+@pytest.mark.parametrize(("template", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_float_sized_big_integers_are_answered_never_a_5xx(template: str, field: str, number: int,
+                                                           invoke: Any) -> None:
+    result = post_raw(invoke, template.replace('"@N@"', str(number)), base64_body=False)
+    if result.status == 200:
+        for p in result.body.get("predictions", [result.body]):
+            assert_prediction(p)
+    else:
+        # out of range for that field (a feature > 1, a negative count, an epoch past year 9999, ...)
+        assert_error(result, 422, field)
