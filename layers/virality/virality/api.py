@@ -423,11 +423,15 @@ def parse_json(raw: bytes) -> Any:
     parses it again to either produce the precise error or, where jiter is merely
     stricter (lone surrogates, nesting depth), the document.
     """
+    return _bounded(_parse_json_unbounded(raw))
+
+
+def _parse_json_unbounded(raw: bytes) -> Any:
+    """:func:`parse_json` for bytes whose nesting depth is already proven (the stdlib fallback bounds it anyway)."""
     try:
-        doc = jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True)
+        return jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True)
     except ValueError:
         return _parse_json_stdlib(raw)
-    return _bounded(doc)
 
 
 def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
@@ -460,7 +464,7 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
     # Everything below walks the document recursively (duplicate scan, pydantic): bound it first.
     _bounded(doc)
     if not duplicates_checked:
-        doc = parse_json(raw)
+        doc = _parse_json_unbounded(raw)     # the same bytes: their depth is proven
     try:
         request = PredictRequest.model_validate(doc)
     except ValidationError as exc:
