@@ -336,3 +336,37 @@ def test_health_and_model_info_events_still_answer_with_a_poisoned_pointer(
         result = invoke(load_event(name))
         assert result.status == 200, (name, result.body)
     assert invoke(api_event("GET", "/model")).body["loadError"] == "InvalidArtifact"
+
+
+# --------------------------------------------------------------------------- the CLI writes only consistent pointers
+
+
+def test_cli_rollback_writes_a_pointer_predict_accepts(
+        s3_recorder: Any, store: Any, model_env: Any, invoke: Any, capsys: pytest.CaptureFixture[str],
+        base_artifact: Any) -> None:
+    from virality.cli import main
+    from virality.features import FEATURE_NAMES
+
+    # Given an original-format file (named by its content, not its directory) and a current model
+    legacy = {"weights": base_artifact.weights, "biases": base_artifact.biases,
+              "featureNames": list(FEATURE_NAMES), "numClasses": 5, "trainedAt": "2025-01-01T00:00:00.000Z"}
+    store.put_raw("legacy-2025", json.dumps(legacy).encode())
+    store.promote(V1)
+    # When the operator rolls back to it, the pointer names the directory's version ...
+    assert main(["rollback", "--bucket", MODEL_BUCKET, "--version", "legacy-2025"]) == 0
+    pointer = store.registry.read_pointer().pointer
+    assert (pointer.version, pointer.key) == ("legacy-2025", "models/legacy-2025/ml-weights.json")
+    # ... which predict serves
+    model_env()
+    assert model_info(invoke)["source"] == "published" and predict(invoke)["modelVersion"].startswith("legacy-")
+
+
+def test_cli_rollback_refuses_a_file_holding_another_version(
+        s3_recorder: Any, store: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from virality.cli import main
+
+    store.promote(V1)
+    store.put_raw(V3, dump_artifact(store.artifact(V2)))        # V3's key holds V2's artifact
+    assert main(["rollback", "--bucket", MODEL_BUCKET, "--version", V3]) == 1
+    assert "holds modelVersion" in capsys.readouterr().err
+    assert store.registry.read_pointer().pointer.version == V1   # untouched
