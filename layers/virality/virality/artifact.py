@@ -25,9 +25,20 @@ from . import NUM_CLASSES, TIER_MIDPOINTS
 from .errors import ArtifactValidationError
 from .features import FEATURE_NAMES, N_FEATURES, Preprocessing
 from .metrics import EvaluationReport
+from .safejson import NestingTooDeepError, check_depth
 from .tiering import Tiering
 
 SCHEMA_VERSION = 2
+
+#: Deepest nesting an artifact may have (a valid one nests 5 levels: metrics.test.confusionMatrix
+#: rows); far below the interpreter's recursion limit, which pydantic and json would otherwise hit.
+MAX_ARTIFACT_DEPTH = 64
+
+#: Largest |weight| or |bias| accepted. With x in [0, 1]^15 every logit then lies within
+#: 16 * MAX_ABS_PARAMETER of 0, so ``z - max(z)``, ``exp`` and the normalisation are finite and
+#: every probability and score a loaded model produces is a finite number (no NaN, no null).
+#: Logit gaps past ~745 already give probabilities of exactly 0, so no useful model comes near it.
+MAX_ABS_PARAMETER = 1e6
 
 
 class _Model(BaseModel):
@@ -104,6 +115,9 @@ class ModelArtifact(_Model):
         if not all(math.isfinite(v) for row in self.weights for v in row) or not all(
                 math.isfinite(v) for v in self.biases):
             raise ValueError("weights and biases must be finite")
+        if max(abs(v) for row in (*self.weights, self.biases) for v in row) > MAX_ABS_PARAMETER:
+            raise ValueError(f"weights and biases must be at most {MAX_ABS_PARAMETER:g} in absolute value "
+                             "(larger ones overflow the logits)")
         mids = self.tierMidpoints
         if len(mids) != NUM_CLASSES or not all(0 <= m <= 100 for m in mids) or sorted(mids) != list(mids):
             raise ValueError("tierMidpoints must be 5 increasing values in [0, 100]")
@@ -135,17 +149,27 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
 def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> ModelArtifact:
     """Parse and validate an artifact.
 
     Raises
     ------
     ArtifactValidationError
-        Invalid JSON, wrong shapes, non-finite values, wrong feature names or
+        Invalid JSON (NaN/Infinity literals included), nesting deeper than
+        :data:`MAX_ARTIFACT_DEPTH`, wrong shapes, non-finite values or
+        parameters beyond :data:`MAX_ABS_PARAMETER`, wrong feature names or
         order, or (schema 2) a missing or mismatching checksum.
     """
     try:
-        doc = json.loads(data)
+        doc = check_depth(json.loads(data, parse_constant=_reject_constant), MAX_ARTIFACT_DEPTH)
+    except NestingTooDeepError as exc:
+        raise ArtifactValidationError(f"{source}: {exc}") from None
+    except RecursionError:      # the parser itself gives up past the recursion limit
+        raise ArtifactValidationError(f"{source}: nested more than {MAX_ARTIFACT_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactValidationError(f"{source}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):

@@ -149,13 +149,17 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from .artifact import utc_now_iso
+    from .errors import ArtifactValidationError
     from .registry import Pointer
 
     registry = _registry(args)
     key = registry.weights_key(args.version)
     artifact, sha256 = registry.load_key(key)       # validates: never point at a broken artifact
+    if artifact.source_kind != "legacy" and artifact.modelVersion != args.version:
+        # predict refuses a pointer whose version, key and artifact disagree: do not write one
+        raise ArtifactValidationError(f"{key} holds modelVersion {artifact.modelVersion!r}, not {args.version!r}")
     state = registry.read_pointer_lenient()
-    pointer = Pointer(version=artifact.modelVersion, key=key, sha256=sha256, trainedAt=artifact.trainedAt,
+    pointer = Pointer(version=args.version, key=key, sha256=sha256, trainedAt=artifact.trainedAt,
                       promotedAt=utc_now_iso(), previous=state.pointer.version if state and state.pointer else None,
                       reason=f"manual rollback by the CLI to {args.version}")
     registry.write_pointer(pointer, state.etag if state else None)

@@ -90,3 +90,7 @@ class RequestValidationError(ViralityError, ValueError):
         self.message = message
         self.details = details or []
         self.status = status
+
+
+class PointerIntegrityError(ArtifactValidationError):
+    """``latest.json`` is unreadable, or its ``version``, its ``key`` and the artifact's ``modelVersion`` disagree."""

@@ -211,7 +211,8 @@ def parse_posted_at(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError("expected an ISO 8601 timestamp or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        # parse_number first: math.isfinite raises OverflowError on an int beyond float range
+        if not math.isfinite(number := parse_number(value, what="epoch seconds")) or number < 0:
             raise ValueError("epoch seconds must be a finite, non-negative number")
         try:
             return datetime.fromtimestamp(value, tz=UTC)
@@ -236,8 +237,12 @@ def parse_posted_at(value: object) -> datetime:
     raise ValueError("expected an ISO 8601 timestamp or epoch seconds")
 
 
-def parse_number(value: object, *, integer_like: bool = False) -> float:
-    """A finite float from a JSON/CSV value (bools and blanks are rejected)."""
+def parse_number(value: object, *, integer_like: bool = False, what: str = "value") -> float:
+    """A finite float from a JSON/CSV value (bools and blanks are rejected).
+
+    The one safe conversion of untrusted numbers: every failure, including an
+    integer too large for a float, is a ``ValueError``.
+    """
     if isinstance(value, bool) or value is None:
         raise ValueError("not a number")
     if isinstance(value, str):
@@ -252,7 +257,9 @@ def parse_number(value: object, *, integer_like: bool = False) -> float:
         try:
             number = float(value)
         except OverflowError:
-            raise ValueError(f"must be finite, got an integer with {len(str(value))} digits") from None
+            # not len(str(value)): str() itself refuses ints of more than 4,300 digits
+            raise ValueError(f"{what} must be finite, got an integer of about "
+                             f"{int(value.bit_length() * 0.30103) + 1} digits") from None
     else:
         raise ValueError(f"not a number: {value!r}")
     if not math.isfinite(number):
