@@ -237,7 +237,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
             source=ts.source, sha256=ts.sha256, format=ts.format,
             rows=SplitRows(train=int(ts.train.X.shape[0]), test=int(ts.test.X.shape[0])),
             classCounts=ClassCounts(train=ts.train.class_counts(), test=ts.test.class_counts()),
-            labelColumn=getattr(ts, "label_column", None)),
+            labelColumn=ts.label_column),
         preprocessing=ts.preprocessing,
         tiering=ts.tiering,
         featureSet=config.feature_set,
@@ -271,6 +271,26 @@ def format_report(artifact: ModelArtifact) -> str:
                   f"iterations      {t.iterations}, objective {t.finalObjective:.10f}, "
                   f"max|grad| {t.gradientNorm:.2e} ({'converged' if t.converged else 'NOT converged'})",
                   f"train time      {t.durationSeconds * 1000:.1f} ms"]
+        if t.l2Search:
+            sr = t.l2Search
+            lines += [f"l2 search       {sr.folds}-fold stratified CV (seed {sr.seed}) on the training split, "
+                      f"chose l2 {sr.chosen:g}" + (f" in {sr.durationSeconds * 1000:.0f} ms" if sr.durationSeconds
+                                                   else ""),
+                      "      l2   held-out log-loss (mean +- std)"]
+            lines += [f"  {v:>6.0e}   {m:.4f} +- {sd:.4f}" + ("   <- chosen" if v == sr.chosen else "")
+                      for v, m, sd in zip(sr.grid, sr.meanLogLoss, sr.stdLogLoss, strict=True)]
+    if artifact.calibration:
+        c = artifact.calibration
+        if c.method == "temperature":
+            lines.append(f"calibration     temperature T = {c.temperature:.4f} (fitted on {c.source}, "
+                         f"{c.nSamples} out-of-fold rows): ECE {c.eceBefore:.4f} -> {c.eceAfter:.4f}, "
+                         f"log-loss {c.logLossBefore:.4f} -> {c.logLossAfter:.4f}")
+        else:
+            lines.append("calibration     none (raw optimum published)")
+    if artifact.featureSet:
+        lines.append(f"feature set     {artifact.featureSet}")
+    if artifact.data and artifact.data.labelColumn:
+        lines.append(f"tiers from      {artifact.data.labelColumn}")
     if artifact.metrics:
         m = artifact.metrics
         r = m.test
@@ -279,9 +299,21 @@ def format_report(artifact: ModelArtifact) -> str:
                   f"train accuracy {m.trainAccuracy:.4f})",
                   f"macro-F1        {r.macro_f1:.4f}",
                   f"log-loss        {r.log_loss:.4f}",
-                  f"ECE (10 bins)   {r.ece:.4f}",
-                  "",
-                  "tier  precision  recall     f1  support"]
+                  f"ECE (10 bins)   {r.ece:.4f}"]
+        if r.brier is not None:
+            lines += [f"classwise-ECE   {r.classwise_ece:.4f}",
+                      f"MCE (10 bins)   {r.mce:.4f}",
+                      f"Brier           {r.brier:.4f}"]
+        if m.testIntervals:
+            lines += ["", "bootstrap 95% intervals (test split, "
+                      f"{next(iter(m.testIntervals.values())).n_resamples} resamples)"]
+            lines += [f"  {name:<10}  {iv.estimate:.4f}  [{iv.low:.4f}, {iv.high:.4f}]"
+                      for name, iv in m.testIntervals.items()]
+        if r.reliability:
+            lines += ["", "reliability (top-tier confidence bin: rows, mean confidence, accuracy)"]
+            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.mean_confidence:.3f}  {b.accuracy:.3f}"
+                      for b in r.reliability if b.count]
+        lines += ["", "tier  precision  recall     f1  support"]
         lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.per_class]
         lines += ["", "confusion matrix (rows = actual tier, columns = predicted)",
                   "      " + "".join(f"{k:>7}" for k in range(1, 6))]
