@@ -13,7 +13,12 @@ from virality.calibration import calibration_summary, fit_temperature
 from virality.config import RetrainSettings
 from virality.datasets import load_training_data
 from virality.errors import ConfigurationError, DataValidationError
-from virality.features import FEATURE_INDEX, FEATURE_NAMES, POST_PUBLICATION_FEATURES, feature_vector_to_ml_input
+from virality.features import (
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    POST_PUBLICATION_FEATURES,
+    feature_vector_to_ml_input,
+)
 from virality.metrics import expected_calibration_error, log_loss
 from virality.model_selection import search_l2, stratified_folds
 from virality.softmax import fit, objective, predict_proba, softmax
@@ -109,12 +114,12 @@ def test_fit_temperature_recovers_the_temperature_of_the_labels():
     Z = rng.normal(0, 2.5, (6000, 5))
     P = softmax(Z / 0.4)                                   # labels follow logits sharpened by T = 0.4
     y = (P.cumsum(axis=1) > rng.random((6000, 1))).argmax(axis=1)
-    T = fit_temperature(Z, y)
-    assert T == pytest.approx(0.4, rel=0.05)
+    temperature = fit_temperature(Z, y)
+    assert temperature == pytest.approx(0.4, rel=0.05)
     # it is the minimiser: a fine grid search does no better
     grid = np.linspace(0.2, 0.8, 601)
     losses = [log_loss(y, softmax(Z / t)) for t in grid]
-    assert log_loss(y, softmax(Z / T)) <= min(losses) + 1e-9
+    assert log_loss(y, softmax(Z / temperature)) <= min(losses) + 1e-9
 
 
 def test_calibration_lowers_out_of_fold_ece_of_a_mis_regularised_fit():
