@@ -65,6 +65,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     tiering = None
     if args.tier_thresholds:
         tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds))
+    if args.report_dir:
+        from .report import require_plotting
+
+        require_plotting()          # before training: a missing extra must not cost a training run
     l2 = None if args.l2 == "auto" and args.optimizer == "gd" else args.l2
     config = TrainingConfig(optimizer=args.optimizer, l2=l2, class_weight=args.class_weight, seed=args.seed,
                             test_fraction=args.test_fraction, tiering=tiering, calibration=args.calibration,
