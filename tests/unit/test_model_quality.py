@@ -319,3 +319,32 @@ def test_label_views_errors_name_row_and_column():
     with pytest.raises(DataValidationError, match="every row") as exc:
         load_training_data(text, "h.jsonl")
     assert exc.value.row == 7
+
+
+def test_search_handles_absent_and_singleton_classes(small_problem):
+    X, y = small_problem
+    y = y.copy()
+    y[y == 4] = 3                       # tier 5 absent from the training split
+    first_two = np.flatnonzero(y == 2)
+    y[first_two[1:]] = 1                # tier 3 has a single row: one fold's training part lacks it
+    result = search_l2(X, y, grid=(1e-3, 1e-1), n_folds=3, seed=0)
+    assert np.all(np.isfinite(result.mean_log_loss)) and np.all(np.isfinite(result.oof_logits))
+    P = predict_proba(X, result.coef, result.intercept)
+    assert P[:, 4].max() < 1e-10        # the absent tier gets a negligible probability
+    ref = fit(X, y, l2_reg_strength=result.chosen, tol=1e-10)
+    np.testing.assert_allclose(result.coef, ref.coef, atol=1e-5)
+
+
+def test_balanced_auto_search_uses_the_weighted_objective(training_set):
+    X, y = training_set.train.X, training_set.train.y
+    keep = np.flatnonzero((y != 4) | (np.arange(y.size) % 5 == 0))
+    X, y = X[keep], y[keep]
+    from virality.softmax import class_weights
+
+    sw = class_weights(y, 5, "balanced")[y]
+    result = search_l2(X, y, grid=(1e-5, 1e-3), n_folds=3, seed=2, sample_weight=sw)
+    ref = fit(X, y, l2_reg_strength=result.chosen, sample_weight=sw, tol=1e-10)
+    # the search's whole-split fit (to its own tol 1e-7) is that weighted optimum
+    assert objective(result.coef, result.intercept, X, y, result.chosen, sw) == pytest.approx(
+        ref.objective, rel=1e-10)
+    np.testing.assert_allclose(result.coef, ref.coef, atol=1e-4)
