@@ -74,7 +74,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             test_fraction=args.test_fraction, tiering=tiering, calibration=args.calibration,
                             feature_set=args.feature_set, cv_folds=args.cv_folds, bootstrap=args.bootstrap)
     started = time.perf_counter()
-    print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}...", file=sys.stderr)
+    search = (f", l2 by {config.cv_folds}-fold CV over {len(config.l2_grid)} values"
+              if config.resolved_l2 == "auto" else "")
+    print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}{search}...", file=sys.stderr)
     outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
                          progress=_progress_printer(len(data) > 5_000_000 or args.verbose))
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))

@@ -213,11 +213,13 @@ def _factor(H: np.ndarray, K: int, p: int) -> np.ndarray:
 
 
 def _solve(data: _Data, l2: float, theta: np.ndarray, Hinv: np.ndarray | None, tol: float,
-           max_iter: int) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+           max_iter: int, want_hinv: bool = False) -> tuple[np.ndarray, float, np.ndarray, np.ndarray | None]:
     """Chord/Newton iterations from ``theta``; returns ``(theta, loss, grad, Hinv)``.
 
     ``Hinv`` (e.g. from a nearby problem) steers the steps while it keeps
     shrinking the gradient by ``CHORD_RATIO``; otherwise it is recomputed here.
+    With ``want_hinv`` the returned ``Hinv`` is always a usable inverse Hessian
+    near the solution (computed if needed); otherwise it may be None.
     """
     K, p = theta.shape
     loss, grad = _loss_grad(theta, data, l2)
@@ -246,7 +248,9 @@ def _solve(data: _Data, l2: float, theta: np.ndarray, Hinv: np.ndarray | None, t
         if t < 1.0 or new_gmax > CHORD_RATIO * gmax:
             Hinv = None
         theta, loss, grad, gmax = new_theta, new_loss, new_grad, new_gmax
-    return theta, loss, grad, Hinv if Hinv is not None else _factor(_hessian(theta, data, l2), K, p)
+    if want_hinv and Hinv is None:
+        Hinv = _factor(_hessian(theta, data, l2), K, p)
+    return theta, loss, grad, Hinv
 
 
 def _weighted_log_loss(Z: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> float:
@@ -315,7 +319,7 @@ def search_l2(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, grid: tuple[f
         # 1. whole-split path, largest lambda first, each warm-started from the last
         full = _Data(X, remap[y], sw)
         path_theta = [np.empty(0)] * G
-        path_hinv = [np.empty(0)] * G
+        path_hinv: list[np.ndarray] = [np.empty(0)] * G
         theta = np.zeros((K, p))
         hinv = None
         for g in reversed(range(G)):
@@ -324,7 +328,7 @@ def search_l2(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, grid: tuple[f
                 dgdl = np.zeros((K, p))
                 dgdl[:, :-1] = theta[:, :-1]
                 theta = theta - (grid[g] - grid[g + 1]) * (hinv @ dgdl.ravel()).reshape(K, p)
-            theta, _, _, hinv = _solve(full, grid[g], theta, hinv, tol, max_iter)
+            theta, _, _, hinv = _solve(full, grid[g], theta, hinv, tol, max_iter, want_hinv=True)
             path_theta[g], path_hinv[g] = theta, hinv
         # 2. folds: start at the whole-split optimum and Hessian of the same lambda
         fold_loss = np.empty((n_folds, G))

@@ -202,7 +202,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
                                            **calibration_summary(oof, y, temperature))
         coef, intercept = fold_temperature(coef, intercept, temperature)
     elif config.calibration == "none":
-        calibration_info = CalibrationInfo(method="none", temperature=1.0, source="cv")
+        calibration_info = CalibrationInfo(method="none", temperature=1.0, source="training")
     duration = time.perf_counter() - started
     train_pred = (X_train @ coef.T + intercept).argmax(axis=1)
     proba = predict_proba(X_test, coef, intercept)
