@@ -279,6 +279,8 @@ def format_report(artifact: ModelArtifact) -> str:
                       "      l2   held-out log-loss (mean +- std)"]
             lines += [f"  {v:>6.0e}   {m:.4f} +- {sd:.4f}" + ("   <- chosen" if v == sr.chosen else "")
                       for v, m, sd in zip(sr.grid, sr.meanLogLoss, sr.stdLogLoss, strict=True)]
+            if len(sr.grid) > 1 and sr.chosen in (sr.grid[0], sr.grid[-1]):
+                lines.append("      (the chosen l2 is at the edge of the grid: a wider grid might do better)")
     if artifact.calibration:
         c = artifact.calibration
         if c.method == "temperature":
