@@ -176,7 +176,8 @@ def maximum_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int
     float
         0.0 when there are no rows.
     """
-    gaps = [abs(b.accuracy - b.mean_confidence) for b in reliability_table(y_true, proba, n_bins) if b.count]
+    gaps = [abs(b.accuracy - b.mean_confidence) for b in reliability_table(y_true, proba, n_bins)
+            if b.accuracy is not None and b.mean_confidence is not None]
     return float(max(gaps)) if gaps else 0.0
 
 

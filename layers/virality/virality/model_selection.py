@@ -201,9 +201,9 @@ def _hessian(theta: np.ndarray, data: _Data, l2: float) -> np.ndarray:
 
 def _factor(H: np.ndarray, K: int, p: int) -> np.ndarray:
     """Inverse of ``H`` made definite along the intercept-shift null space (see softmax._newton_loop)."""
-    u = np.zeros((K, p))
-    u[:, -1] = 1.0 / math.sqrt(K)
-    u = u.ravel()
+    shift = np.zeros((K, p))
+    shift[:, -1] = 1.0 / math.sqrt(K)
+    u = shift.ravel()
     mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
     A = H + mu * np.outer(u, u)
     try:
@@ -329,6 +329,7 @@ def search_l2(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, grid: tuple[f
                 dgdl[:, :-1] = theta[:, :-1]
                 theta = theta - (grid[g] - grid[g + 1]) * (hinv @ dgdl.ravel()).reshape(K, p)
             theta, _, _, hinv = _solve(full, grid[g], theta, hinv, tol, max_iter, want_hinv=True)
+            assert hinv is not None           # want_hinv guarantees it
             path_theta[g], path_hinv[g] = theta, hinv
         # 2. folds: start at the whole-split optimum and Hessian of the same lambda
         fold_loss = np.empty((n_folds, G))

@@ -39,7 +39,8 @@ def _pyplot():
 
 
 def _reliability_png(outcome: TrainingOutcome, path: Path, plt) -> None:
-    bins = outcome.artifact.metrics.test.reliability or []
+    metrics = outcome.artifact.metrics
+    bins = (metrics.test.reliability if metrics else None) or []
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
     filled = [b for b in bins if b.count]
@@ -93,15 +94,17 @@ def render_markdown(outcome: TrainingOutcome) -> str:
                   f"{a.data.rows.test} test rows; tiers from `{a.data.labelColumn or 'labels'}`; "
                   f"feature set `{a.featureSet or 'full'}`.", ""]
     lines += ["## Test split", "", "| metric | value | 95% interval |", "|---|---|---|"]
-    intervals = a.metrics.testIntervals or {} if a.metrics else {}
+    intervals = (a.metrics.testIntervals or {}) if a.metrics else {}
     for label, key, value in (("accuracy", "accuracy", r.accuracy), ("macro-F1", "macroF1", r.macro_f1),
                               ("log-loss", "logLoss", r.log_loss), ("ECE (10 bins)", "ece", r.ece)):
         iv = intervals.get(key)
         lines.append(f"| {label} | {value:.4f} | " + (f"[{iv.low:.4f}, {iv.high:.4f}] |" if iv else "– |"))
-    for label, value in (("classwise-ECE", r.classwise_ece), ("MCE", r.mce), ("Brier", r.brier),
-                         ("majority baseline accuracy", r.majority_baseline_accuracy)):
-        if value is not None:
-            lines.append(f"| {label} | {value:.4f} | – |")
+    extra: tuple[tuple[str, float | None], ...] = (
+        ("classwise-ECE", r.classwise_ece), ("MCE", r.mce), ("Brier", r.brier),
+        ("majority baseline accuracy", r.majority_baseline_accuracy))
+    for label, maybe in extra:
+        if maybe is not None:
+            lines.append(f"| {label} | {maybe:.4f} | – |")
     lines += ["", "![reliability diagram](reliability.png) ![confusion matrix](confusion.png)", ""]
     if r.reliability:
         lines += ["## Reliability", "", "| confidence bin | rows | mean confidence | accuracy |", "|---|---|---|---|"]

@@ -173,16 +173,17 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     weights = class_weights(y, 5, config.class_weight)
     sample_weight = None if config.class_weight == "none" else weights[y]
     search = None
-    init: dict[str, np.ndarray] = {}
+    coef_init = intercept_init = None
     if l2_mode == "auto":
         search = search_l2(X_fit, y, grid=config.l2_grid, n_folds=config.cv_folds, seed=config.seed,
                            sample_weight=sample_weight)
         l2 = search.chosen
-        init = {"coef_init": search.coef, "intercept_init": search.intercept}
+        coef_init, intercept_init = search.coef, search.intercept      # polish the search's own fit
     else:
         l2 = float(l2_mode)
     result = fit(X_fit, y, optimizer=config.optimizer, l2_reg_strength=l2, sample_weight=sample_weight,
-                 tol=config.tol, max_iter=config.max_iter, seed=config.seed, callback=progress, **init)
+                 tol=config.tol, max_iter=config.max_iter, seed=config.seed, callback=progress,
+                 coef_init=coef_init, intercept_init=intercept_init)
     coef, intercept = _embed_columns(result.coef, mask), result.intercept
     calibration_info = None
     if calibration == "temperature":
