@@ -101,6 +101,7 @@ bench: $(STAMP)  ## run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) benchmarks/bench_retrain_1m.py
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_cold_start.py
+	$(PY) benchmarks/bench_model_quality.py
 	-$(PY) benchmarks/plot_convergence.py
 
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the pydantic models

@@ -119,6 +119,8 @@ def model_info() -> ModelInfo:
             {"accuracy": a.accuracy} if a.accuracy is not None else None),
         # the training file's name and sha256, never its bucket (account id) or path
         "data": public_data_provenance(a.data.model_dump(mode="json")) if a.data else None,
+        "featureSet": a.featureSet or "full",
+        "calibration": a.calibration.model_dump(mode="json", exclude_none=True) if a.calibration else None,
     }
 
 

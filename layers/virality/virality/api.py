@@ -223,6 +223,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None = None
     data: dict[str, Any] | None = Field(None, description=(
         "Training data provenance: source is the file name only (no bucket or path), sha256 of its bytes"))
+    featureSet: str = Field("full", description="full, or prepublication: only what is known before posting "
+                                                "(post-publication features have weight 0)")
+    calibration: dict[str, Any] | None = Field(None, description="temperature folded into the weights, if any")
 
 
 def public_data_provenance(data: dict[str, Any] | None) -> dict[str, Any] | None:
