@@ -1,4 +1,4 @@
-"""``virality`` command line: sample-data, train, predict, serve, versions, rollback.
+"""``virality`` command line: sample-data, import, train, predict, serve, versions, rollback.
 
 User mistakes (bad data, bad options, unreadable files) print one clear line
 to stderr and exit non-zero; tracebacks are for bugs only.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ViralityError
+from .errors import ConfigurationError, ViralityError
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
@@ -45,12 +45,78 @@ def _progress_printer(enabled: bool):
     return progress
 
 
+def _refuse_overwrite(out: str, force: bool) -> None:
+    if not force and Path(out).exists():
+        raise ConfigurationError(f"{out} exists; pass --force to overwrite it")
+
+
+def _mapping(args: argparse.Namespace):
+    from .importers import resolve_mapping
+
+    return resolve_mapping(getattr(args, "preset", None), getattr(args, "mapping", None))
+
+
+def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
+    from .importers import read_join_table
+
+    if not getattr(args, "join", None):
+        return None
+    if mapping.join is None:
+        raise ConfigurationError(f"--join: the mapping {mapping.name!r} has no 'join' rule")
+    return read_join_table(Path(args.join).read_bytes(), args.join, mapping.join)
+
+
+def _train_mapped(data: bytes, source: str, mapping, config, args: argparse.Namespace, progress):
+    from .importers import load_mapped_training_data
+    from .training import train_model
+
+    ts = load_mapped_training_data(data, source, mapping, test_fraction=config.test_fraction, seed=config.seed,
+                                   tiering=config.tiering, join=_join_table(args, mapping))
+    return train_model(ts, config, model_version=args.model_version, progress=progress)
+
+
+def _warn_empty_tiers(artifact) -> None:
+    counts = artifact.data.classCounts
+    total = [a + b for a, b in zip(counts.train, counts.test, strict=True)]
+    empty = [str(t) for t, n in enumerate(total, start=1) if n == 0]
+    if empty:
+        per_tier = ", ".join(f"tier {t}: {n}" for t, n in enumerate(total, start=1))
+        print(f"warning: --tier-thresholds leave tier(s) {', '.join(empty)} empty on this data ({per_tier}); "
+              "the model never learns to predict an empty tier", file=sys.stderr)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importers import import_export, to_canonical_csv
+
+    mapping = _mapping(args)
+    if mapping is None:
+        raise ConfigurationError("give --preset NAME or --mapping FILE")
+    if args.print_mapping:
+        print(json.dumps(mapping.spec, indent=2))
+        return 0
+    if not args.src or not args.out:
+        raise ConfigurationError("give SRC and --out (or --print-mapping)")
+    _refuse_overwrite(args.out, args.force)
+    data = Path(args.src).read_bytes()
+    result = import_export(data, args.src, mapping, _join_table(args, mapping))
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(to_canonical_csv(result))
+    tmp.replace(out)            # all or nothing: never a half-written CSV
+    known = int((result.raw.followers == result.raw.followers).sum())
+    print(f"imported {len(result.records)} videos ({mapping.name}, {result.shape}; followers known for {known}) "
+          f"to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .artifact import dump_artifact
     from .tiering import Tiering
     from .training import TrainingConfig, format_report, train_file
 
     path = Path(args.data)
+    _refuse_overwrite(args.out, args.force)
+    mapping = _mapping(args)
     data = path.read_bytes()
     tiering = None
     if args.tier_thresholds:
@@ -59,8 +125,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             test_fraction=args.test_fraction, tiering=tiering)
     started = time.perf_counter()
     print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}...", file=sys.stderr)
-    outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
-                         progress=_progress_printer(len(data) > 5_000_000 or args.verbose))
+    progress = _progress_printer(len(data) > 5_000_000 or args.verbose)
+    if mapping is None:
+        outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
+                             progress=progress)
+    else:
+        outcome = _train_mapped(data, str(path), mapping, config, args, progress)
+    if tiering is not None:
+        _warn_empty_tiers(outcome.artifact)
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))
     print(format_report(outcome.artifact), end="")
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
@@ -123,7 +195,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             request = parse_predict_request(json.dumps(body).encode(), max_batch=100_000)
         except RequestValidationError as exc:
             fields = "; ".join(f"{d['field']}: {d['message']}" for d in exc.details[:5])
-            print(f"input {n}: {exc.message}: {fields}", file=sys.stderr)
+            more = f" (and {len(exc.details) - 5} more problem(s) not shown)" if len(exc.details) > 5 else ""
+            print(f"input {n}: {exc.message}: {fields}{more}", file=sys.stderr)
             status = EXIT_DATA
             continue
         print(json.dumps(predict(request, model), indent=None if many else 2))
@@ -133,7 +206,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace):
     from .registry import ModelRegistry
 
+    if args.local_s3:
+        from .localapi import MODEL_BUCKET
+
+        args.bucket = args.bucket or MODEL_BUCKET
+        return ModelRegistry(args.bucket, args.prefix, _local_s3_client_factory(args.local_s3))
+    if not args.bucket:
+        raise ConfigurationError("give --bucket (the stack's ModelBucket output), or --local-s3 URL")
     return ModelRegistry(args.bucket, args.prefix)
+
+
+def _local_s3_client_factory(endpoint_url: str):
+    """Client factory for the local S3 that ``virality serve --local-s3`` runs (fake credentials, on purpose)."""
+    from .localapi import REGION
+
+    def factory() -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", aws_session_token="testing")
+
+    return factory
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
@@ -170,30 +263,93 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  prefix=args.prefix, refresh_seconds=args.refresh_seconds)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's example lines as written and shows each option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("%(default)" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and (action.option_strings or action.nargs in ("?", "*"))):
+            text += " (default: %(default)s)"
+        return text
+
+
+#: Shown under each subcommand's --help (the README's commands, runnable as written).
+EXAMPLES: dict[str, str] = {
+    "sample-data": "virality sample-data --rows 5000 --out videos.csv",
+    "import": "virality import examples/scraper-export.json --preset scraper --out videos.csv\n"
+              "  virality import export.csv --mapping my-mapping.json --out videos.csv\n"
+              "  virality import --preset research-api --print-mapping > my-mapping.json",
+    "train": "virality train videos.csv --out ml-weights.json\n"
+             "  virality train examples/research-api-videos.json --preset research-api --out ml-weights.json --force",
+    "predict": "echo '{\"featureVector\": {\"shareTrigger\": 8}}' | virality predict --model ml-weights.json",
+    "serve": "virality serve --local-s3 --port 3000",
+    "versions": "virality versions --bucket \"$MODEL_BUCKET\"\n"
+                "  virality versions --local-s3 http://127.0.0.1:PORT   (the URL 'virality serve --local-s3' prints)",
+    "rollback": "virality rollback --bucket \"$MODEL_BUCKET\" --version v20261127T183000Z-1a2b3c\n"
+                "  virality rollback --local-s3 http://127.0.0.1:PORT --version <version>",
+}
+
+
+def _describe_commands(sub: argparse._SubParsersAction) -> None:
+    """Give every subcommand a description (its help line) and an example epilog."""
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, p in sub.choices.items():
+        p.formatter_class = _HelpFormatter
+        if not p.description:
+            p.description = helps.get(name)
+        if not p.epilog and name in EXAMPLES:
+            p.epilog = "example:\n  " + EXAMPLES[name]
+
+
+def _add_mapping_options(p: argparse.ArgumentParser) -> None:
+    from .importers import PRESETS
+
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="read a known export shape (see README 'Importing real TikTok data')")
+    p.add_argument("--mapping", metavar="FILE", help="column-mapping file (JSON, or YAML with PyYAML installed)")
+    p.add_argument("--join", metavar="USERS",
+                   help="user-info export joined to the videos by the mapping's 'join' rule (follower counts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.")
+    parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.",
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"virality {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample-data", help="write a SYNTHETIC TikTok-like data set of raw video records")
-    p.add_argument("--rows", type=int, default=7358)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", required=True)
-    p.add_argument("--format", choices=("csv", "jsonl"))
+    p.add_argument("--rows", type=int, default=7358, help="number of video records")
+    p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same file)")
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the --out extension (.jsonl), else csv")
     p.set_defaults(func=_cmd_sample_data)
 
+    p = sub.add_parser("import", help="convert a TikTok export (Research API, scraper, any mapped CSV/JSON) "
+                                      "to the raw-record CSV")
+    p.add_argument("src", nargs="?", help="the export: CSV, JSON Lines, a JSON array or a JSON document")
+    p.add_argument("--out", help="canonical raw-record CSV to write")
+    _add_mapping_options(p)
+    p.add_argument("--print-mapping", action="store_true",
+                   help="print the preset / mapping as JSON (a starting point for your own) and exit")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=_cmd_import)
+
     p = sub.add_parser("train", help="train from seed JSON, CSV or JSON Lines and write ml-weights.json")
-    p.add_argument("data")
-    p.add_argument("--out", default="ml-weights.json")
+    p.add_argument("data", help="training file: seed JSON, raw-record CSV / JSON Lines, or an export with --preset")
+    p.add_argument("--out", default="ml-weights.json", help="artifact to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _add_mapping_options(p)
     p.add_argument("--optimizer", choices=("newton", "gd"), default="newton",
-                   help="newton (default) reaches the optimum; gd reproduces the original 200 epochs")
-    p.add_argument("--l2", type=float, default=1e-3)
-    p.add_argument("--class-weight", choices=("none", "balanced"), default="none")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection")
+                   help="newton reaches the optimum; gd reproduces the original 200 epochs")
+    p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty lambda of (lambda/2)*||W||^2")
+    p.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                   help="balanced weighs each tier by the inverse of its frequency")
+    p.add_argument("--seed", type=int, default=42, help="seed of the train/test split (and of gd)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of each tier held out for testing")
+    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection (default: detect)")
     p.add_argument("--tier-thresholds", type=float, nargs=4, metavar="VIEWS",
-                   help="fixed view-count cut points instead of quintiles")
+                   help="fixed view-count cut points instead of quintiles (default: quintiles of the data)")
     p.add_argument("--model-version", help="version id to write (default: a fresh timestamped id)")
     p.add_argument("-v", "--verbose", action="store_true", help="print optimizer progress")
     p.set_defaults(func=_cmd_train)
@@ -204,23 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="local HTTP API in front of the predict handler (no Docker)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=3000, help="port to listen on")
     p.add_argument("--local-s3", action="store_true",
                    help="start moto's S3 on loopback, publish a model trained on sample data, serve from it")
     p.add_argument("--bucket", help="model bucket (default: MODEL_BUCKET, or a local one with --local-s3)")
-    p.add_argument("--prefix", default="models/")
-    p.add_argument("--refresh-seconds", type=float, default=5.0)
+    p.add_argument("--prefix", default="models/", help="model prefix in the bucket")
+    p.add_argument("--refresh-seconds", type=float, default=5.0,
+                   help="how often the handler re-reads the model pointer")
     p.set_defaults(func=_cmd_serve)
 
     for name, func, text in (("versions", _cmd_versions, "list published versions (* = promoted)"),
                              ("rollback", _cmd_rollback, "point latest.json at an earlier version")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--bucket", required=True)
-        p.add_argument("--prefix", default="models/")
+        p.add_argument("--bucket", help="model bucket (the stack's ModelBucket output; "
+                                        "default with --local-s3: virality-models-local)")
+        p.add_argument("--prefix", default="models/", help="model prefix in the bucket")
+        p.add_argument("--local-s3", metavar="URL",
+                       help="use the local S3 that 'virality serve --local-s3' started (it prints the URL)")
         if name == "rollback":
-            p.add_argument("--version", required=True)
+            p.add_argument("--version", required=True, help="version id to promote (see 'virality versions')")
         p.set_defaults(func=func)
+    _describe_commands(sub)
     return parser
 
 

@@ -69,7 +69,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .datasets import TrainingSet, build_training_set
+from .datasets import TrainingSet, build_training_set, load_training_data
 from .errors import ConfigurationError, DataValidationError
 from .features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
 
@@ -842,6 +842,16 @@ def load_mapped_training_data(data: bytes, source: str, mapping: ColumnMapping, 
     return build_training_set(result.raw, source=source, sha256=hashlib.sha256(data).hexdigest(),
                               fmt=f"{mapping.name}:{result.shape}",  # type: ignore[arg-type]
                               test_fraction=test_fraction, seed=seed, tiering=tiering)
+
+
+def load_training_object(body: bytes, key: str, metadata: Mapping[str, str], *, source: str,
+                         test_fraction: float = 0.2, seed: int = 42, tiering: Any = None) -> TrainingSet:
+    """The retrain Lambda's reader: the preset :func:`preset_for_object` picks, else the canonical formats."""
+    name = preset_for_object(key, metadata)
+    if name is None:
+        return load_training_data(body, source, test_fraction=test_fraction, seed=seed, tiering=tiering)
+    return load_mapped_training_data(body, source, preset(name), test_fraction=test_fraction, seed=seed,
+                                     tiering=tiering)
 
 
 def available_presets() -> Iterable[tuple[str, str]]:
