@@ -43,7 +43,7 @@ Conversions
                  ``epoch``, ``epoch-ms``, or a ``strptime`` pattern; naive times are UTC
 ``flag``         true/false, 1/0, yes/no; ``"invert": true`` negates
 ``threshold``    a count compared with ``"threshold"``: ``>=`` is true
-``constant``     ``"value"`` for every row (no ``from``)
+``constant``     the same value for every row: ``{"constant": 0}`` (no ``from``)
 ``text``         kept as text (``videoId``)
 
 Errors
@@ -87,7 +87,7 @@ DEFAULT_CONVERSION = {"videoId": "text", "views": "count", "likes": "count", "co
                       "shares": "count", "saves": "count", "followers": "count", "durationSeconds": "duration",
                       "hashtagCount": "list-length", "hasTrendingSound": "flag", "captionLength": "length",
                       "postedAt": "timestamp"}
-_SPEC_KEYS = {"from", "convert", "default", "format", "unit", "invert", "threshold", "value"}
+_SPEC_KEYS = {"from", "convert", "default", "format", "unit", "invert", "threshold", "value", "constant"}
 
 MAX_REPORTED_PROBLEMS = 10
 #: Object metadata (``x-amz-meta-preset``) naming the preset of an uploaded training file.
@@ -347,13 +347,15 @@ class FieldRule:
         """The converted value of this field for one record; ``None`` = unknown (optional fields)."""
         if self.convert == "constant":
             return self.value
+        # A blank list cell is an empty list; any other blank cell is missing (try the next alternative).
+        empty_ok = self.convert == "list-length"
         used, raw = self.sources[0], _MISSING
         for source in self.sources:
             value = source.resolve(record)
-            if value is not _MISSING and not _blank(value):     # blank: try the next alternative
+            if value is not _MISSING and (empty_ok or not _blank(value)):
                 used, raw = source, value
                 break
-        if raw is _MISSING or _blank(raw):
+        if raw is _MISSING or (_blank(raw) and not empty_ok):
             if self.default is not _MISSING:
                 raw = self.default
             elif self.target in OPTIONAL_FIELDS:
@@ -444,6 +446,9 @@ def _rule(mapping: str, target: str, spec: Any) -> FieldRule:
     if unknown:
         raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
                                  f"expected {', '.join(sorted(_SPEC_KEYS))}")
+    if "constant" in spec:          # {"constant": 0} is short for {"convert": "constant", "value": 0}
+        spec = {"convert": "constant", "value": spec["constant"],
+                **{k: v for k, v in spec.items() if k != "constant"}}
     convert = spec.get("convert") or ("constant" if "value" in spec and "from" not in spec
                                       else DEFAULT_CONVERSION[target])
     if convert not in CONVERSIONS:
@@ -526,7 +531,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "durationSeconds": {"from": "video_duration", "convert": "duration"},
             "hashtagCount": {"from": "hashtag_names", "convert": "list-length", "default": []},
             # The Research API does not say whether a sound is trending.
-            "hasTrendingSound": {"value": False},
+            "hasTrendingSound": {"constant": False},
             "captionLength": {"from": "video_description", "convert": "length", "default": ""},
             "postedAt": {"from": "create_time", "convert": "timestamp", "format": "auto"},
         },
