@@ -21,10 +21,17 @@ def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
 
 
+_WORDS = ["pov", "when", "the", "beat", "drops", "and", "your", "cat", "joins", "in,", "wait", "for", "the", "end"]
+
+
 def _caption(n: int, hashtags: int) -> str:
-    tags = " ".join(f"#t{i}" for i in range(hashtags))
-    text = (tags + " " + "x" * n)[:n] if n else ""
-    return text.ljust(n, "y")
+    """A caption of exactly ``n`` characters that starts with its hashtags."""
+    words = [f"#t{i}" for i in range(hashtags)]
+    k = 0
+    while len(" ".join(words)) < n:
+        words.append(_WORDS[k % len(_WORDS)])
+        k += 1
+    return " ".join(words)[:n]
 
 
 def research_api_videos(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,241 @@
+"""CLI: ``virality import``, ``train --preset/--mapping/--force``, help texts, ``--local-s3``, warnings."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from virality.artifact import load_artifact
+from virality.cli import build_parser, main
+from virality.datasets import load_training_data, read_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None,
+        monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
+    if stdin is not None and monkeypatch is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- import
+
+
+@pytest.mark.parametrize(("example", "options"), [
+    ("scraper-export.json", ["--preset", "scraper"]),
+    ("research-api-videos.json", ["--preset", "research-api", "--join", str(EXAMPLES / "research-api-users.jsonl")]),
+    ("custom-export.csv", ["--mapping", str(EXAMPLES / "custom-mapping.json")]),
+])
+def test_import_each_shipped_example_to_the_canonical_csv(example: str, options: list[str], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "videos.csv"
+    code, _, err = run(capsys, "import", str(EXAMPLES / example), *options, "--out", str(out))
+    assert code == 0, err
+    assert "imported 60 videos" in err and "followers known for 52" in err
+    raw = read_csv(out.read_bytes(), "videos.csv")
+    assert len(raw) == 60
+    # The canonical CSV trains like any other raw file.
+    ts = load_training_data(out.read_bytes(), "videos.csv")
+    assert sum(ts.train.class_counts()) + sum(ts.test.class_counts()) == 60
+
+
+def test_all_example_shapes_describe_the_same_videos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for example, options in (("scraper-export.json", ["--preset", "scraper"]),
+                             ("custom-export.csv", ["--mapping", str(EXAMPLES / "custom-mapping.json")])):
+        out = tmp_path / f"{example}.csv"
+        assert run(capsys, "import", str(EXAMPLES / example), *options, "--out", str(out))[0] == 0
+        outs.append(read_csv(out.read_bytes()))
+    scraper, custom = outs
+    # The spreadsheet rounds counts the way the site does (541.2K) and durations to whole seconds.
+    assert (abs(custom.views - scraper.views) <= 0.005 * scraper.views).all()       # 16.4K for 16,387
+    assert (abs(custom.durationSeconds - scraper.durationSeconds) <= 0.5).all()
+    assert (custom.hashtagCount == scraper.hashtagCount).all()
+    assert (custom.hasTrendingSound == scraper.hasTrendingSound).all()
+    assert (custom.captionLength == scraper.captionLength).all()
+    assert (custom.hour == scraper.hour).all() and (custom.weekday == scraper.weekday).all()
+
+
+def test_import_with_malformed_cells_writes_nothing_and_names_each_cell(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    items = json.loads((EXAMPLES / "scraper-export.json").read_text())
+    items[3]["playCount"] = "12.3X"
+    items[7]["videoMeta"]["duration"] = "1:99"
+    src = tmp_path / "export.json"
+    src.write_text(json.dumps(items))
+    out = tmp_path / "videos.csv"
+    code, _, err = run(capsys, "import", str(src), "--preset", "scraper", "--out", str(out))
+    assert code == 1 and "Traceback" not in err
+    assert "row 3, column 'playCount'" in err and "'12.3X'" in err
+    assert "row 7, column 'videoMeta.duration'" in err and "'1:99'" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_import_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "videos.csv"
+    out.write_text("keep me")
+    args = ("import", str(EXAMPLES / "scraper-export.json"), "--preset", "scraper", "--out", str(out))
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "exists; pass --force" in err and out.read_text() == "keep me"
+    assert run(capsys, *args, "--force")[0] == 0 and out.read_text().startswith("videoId,views")
+
+
+def test_print_mapping_is_a_mapping_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "import", "--preset", "scraper", "--print-mapping")
+    assert code == 0 and json.loads(out)["name"] == "scraper"
+    mapping = tmp_path / "mine.json"
+    mapping.write_text(out)
+    code, _, err = run(capsys, "import", str(EXAMPLES / "scraper-export.json"), "--mapping", str(mapping),
+                       "--out", str(tmp_path / "v.csv"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["import", "x.json", "--out", "v.csv"], "give --preset NAME or --mapping FILE"),
+    (["import", "x.json", "--preset", "scraper", "--mapping", "m.json", "--out", "v.csv"], "not both"),
+    (["import", "--preset", "scraper"], "give SRC and --out"),
+    (["import", str(EXAMPLES / "scraper-export.json"), "--preset", "scraper", "--join", "u.jsonl", "--out", "v.csv"],
+     "has no 'join' rule"),
+])
+def test_import_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and message in err and not (tmp_path / "v.csv").exists()
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_with_a_preset_and_a_join(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.json"
+    code, report, err = run(capsys, "train", str(EXAMPLES / "research-api-videos.json"), "--preset", "research-api",
+                            "--join", str(EXAMPLES / "research-api-users.jsonl"), "--out", str(out))
+    assert code == 0, err
+    artifact = load_artifact(out.read_bytes())
+    assert artifact.data.format == "research-api:json" and "(research-api:json," in report
+    assert artifact.data.rows.train + artifact.data.rows.test == 60
+
+
+def test_train_with_a_mapping_equals_train_on_the_imported_csv(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    mapping = str(EXAMPLES / "custom-mapping.json")
+    src = str(EXAMPLES / "custom-export.csv")
+    assert run(capsys, "train", src, "--mapping", mapping, "--out", str(tmp_path / "a.json"))[0] == 0
+    assert run(capsys, "import", src, "--mapping", mapping, "--out", str(tmp_path / "v.csv"))[0] == 0
+    assert run(capsys, "train", str(tmp_path / "v.csv"), "--out", str(tmp_path / "b.json"))[0] == 0
+    a, b = (load_artifact((tmp_path / n).read_bytes()) for n in ("a.json", "b.json"))
+    assert a.weights == b.weights and a.preprocessing == b.preprocessing
+
+
+def test_train_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ml-weights.json"
+    out.write_text("previous model")
+    args = ("train", str(EXAMPLES / "scraper-export.json"), "--preset", "scraper", "--out", str(out))
+    code, _, err = run(capsys, *args)
+    assert code == 1 and f"{out} exists; pass --force to overwrite it" in err
+    assert out.read_text() == "previous model"
+    assert run(capsys, *args, "--force")[0] == 0 and load_artifact(out.read_bytes()).data.format == "scraper:json"
+
+
+def test_tier_thresholds_that_leave_a_tier_empty_warn_with_per_tier_counts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "videos.csv"
+    assert run(capsys, "sample-data", "--rows", "800", "--seed", "4", "--out", str(data))[0] == 0
+    views = read_csv(data.read_bytes()).views
+    code, _, err = run(capsys, "train", str(data), "--tier-thresholds", "100", "200", "1e12", "2e12",
+                       "--out", str(tmp_path / "m.json"))
+    assert code == 0
+    counts = [int((views < 100).sum()), int(((views >= 100) & (views < 200)).sum()), int((views >= 200).sum())]
+    assert "tier(s) 4, 5 empty" in err
+    assert f"tier 1: {counts[0]}, tier 2: {counts[1]}, tier 3: {counts[2]}, tier 4: 0, tier 5: 0" in err
+    # Thresholds that fill every tier stay quiet.
+    q = sorted(views.tolist())
+    cuts = [str(q[len(q) * k // 5]) for k in (1, 2, 3, 4)]
+    code, _, err = run(capsys, "train", str(data), "--tier-thresholds", *cuts, "--out", str(tmp_path / "n.json"))
+    assert code == 0 and "warning" not in err
+
+
+def test_predict_says_how_many_problems_were_not_shown(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps({"features": {"shareRate": "x", "likeRate": "y"}})      # 2 bad + 13 missing
+    code, _, err = run(capsys, "predict", stdin=body, monkeypatch=monkeypatch)
+    assert code == 1 and "(and 10 more problem(s) not shown)" in err
+
+
+# --------------------------------------------------------------------------- help
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_subcommand_has_a_description_and_an_example() -> None:
+    for name, sub in _subcommands(build_parser()).items():
+        assert sub.description, name
+        assert sub.epilog and sub.epilog.startswith("example:") and f"virality {name}" in sub.epilog, name
+
+
+def test_every_option_has_a_help_text_that_shows_its_default() -> None:
+    for name, sub in _subcommands(build_parser()).items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default: {action.default})" in text.replace("\n", " ").replace("  ", " ") or \
+                    f"default: {action.default}" in " ".join(text.split()), (name, action.dest)
+
+
+def test_help_runs_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in _subcommands(build_parser()):
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "example:" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- versions / rollback --local-s3
+
+
+def test_versions_and_rollback_reach_the_local_s3_by_url(capsys: pytest.CaptureFixture[str]) -> None:
+    from virality.localapi import MODEL_BUCKET, LocalS3, patched_environ
+    from virality.registry import ModelRegistry, Pointer
+    from virality.synthetic import sample_csv
+    from virality.training import format_report, train_file
+
+    with LocalS3([MODEL_BUCKET]) as s3:
+        registry = ModelRegistry(MODEL_BUCKET, "models/", s3.client)
+        versions = []
+        for seed in (1, 2):
+            artifact = train_file(sample_csv(500, seed), f"s{seed}.csv").artifact
+            key, sha = registry.publish(artifact, format_report(artifact))
+            state = registry.read_pointer()
+            registry.write_pointer(Pointer(version=artifact.modelVersion, key=key, sha256=sha),
+                                   state.etag if state else None)
+            versions.append(artifact.modelVersion)
+        # No endpoint or credentials in the environment: --local-s3 alone must reach the server.
+        unset = dict.fromkeys(("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+        with patched_environ(unset):
+            code, out, err = run(capsys, "versions", "--local-s3", s3.endpoint_url)
+            assert code == 0, err
+            assert out.splitlines() == [f"  {versions[0]}", f"* {versions[1]}"]
+            code, out, err = run(capsys, "rollback", "--local-s3", s3.endpoint_url, "--version", versions[0])
+            assert code == 0, err
+        assert registry.read_pointer().pointer.version == versions[0]
+
+
+def test_versions_without_bucket_or_local_s3_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "versions")
+    assert code == 1 and "give --bucket" in err and "--local-s3 URL" in err
