@@ -264,6 +264,8 @@ class SourcePath:
     steps: tuple[Any, ...]
     flat: re.Pattern[str]     # the same path in a flattened CSV header ("a/0/b", "a.0.b")
     has_all: bool
+    # Flattened keys matching ``flat``, per key set: every CSV row shares one header.
+    _flat_keys: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> SourcePath:
@@ -279,13 +281,19 @@ class SourcePath:
         if value is not _MISSING:
             return value
         # Flattened exports: one column per leaf ("authorMeta/fans", "hashtags/3/name").
-        hits = [(m, v) for k, v in record.items() if isinstance(k, str) and (m := self.flat.fullmatch(k))]
-        if not hits:
+        keys = tuple(record)
+        flat_keys = self._flat_keys.get(keys)
+        if flat_keys is None:
+            if len(self._flat_keys) >= 256:       # JSON records may each have other keys: stay bounded
+                self._flat_keys.clear()
+            matches = sorted((tuple(int(g) for g in m.groups()), k) for k in keys
+                             if isinstance(k, str) and (m := self.flat.fullmatch(k)))
+            flat_keys = self._flat_keys[keys] = tuple(k for _, k in matches)
+        if not flat_keys:
             return _MISSING
         if self.has_all:
-            hits.sort(key=lambda h: tuple(int(g) for g in h[0].groups()))
-            return [v for _, v in hits if not (v is None or (isinstance(v, str) and not v.strip()))]
-        return hits[0][1]
+            return [v for k in flat_keys if not _blank(v := record[k])]
+        return record[flat_keys[0]]
 
 
 # --------------------------------------------------------------------------- mapping
