@@ -4,7 +4,7 @@ The files show what ``virality import`` / ``virality train --preset`` read: a Ti
 Research API query response plus a user-info list to join followers from, an
 Apify-style scraper export, and a spreadsheet export with its own column mapping.
 The videos come from :mod:`virality.synthetic` (seeded), so the files are
-reproducible: ``python scripts/make_import_examples.py``.
+reproducible: ``python scripts/make_import_examples.py`` (a test checks that it reproduces them).
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ def custom_export_csv(records: list[dict]) -> bytes:
     return b"\xef\xbb\xbf" + buf.getvalue().encode()       # a BOM, as spreadsheet apps write
 
 
-def main() -> None:
-    out = ROOT / "examples"
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "examples", help="directory (default: examples/)")
+    out = p.parse_args(argv).out
     out.mkdir(exist_ok=True)
     records = sample_records(ROWS, SEED)
     research = ex.research_api_records(records)

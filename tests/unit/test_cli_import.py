@@ -239,3 +239,16 @@ def test_versions_and_rollback_reach_the_local_s3_by_url(capsys: pytest.CaptureF
 def test_versions_without_bucket_or_local_s3_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "versions")
     assert code == 1 and "give --bucket" in err and "--local-s3 URL" in err
+
+
+def test_the_shipped_examples_are_what_the_script_writes(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_import_examples", ROOT / "scripts" / "make_import_examples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--out", str(tmp_path)])
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in EXAMPLES.iterdir() if p.name in written)
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (EXAMPLES / name).read_bytes(), name
