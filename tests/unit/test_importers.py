@@ -360,3 +360,15 @@ def test_preset_for_object(key: str, metadata: dict[str, str], expected: str | N
 def test_unknown_preset_in_metadata_is_a_data_error() -> None:
     with pytest.raises(DataValidationError, match="preset='scrapr' is not a preset"):
         preset_for_object("training-data/x.json", {"preset": "scrapr"})
+
+
+def test_a_research_api_error_response_is_reported_not_read_as_a_video() -> None:
+    doc = {"data": {}, "error": {"code": "invalid_params", "message": "Invalid max_count", "log_id": "2026"}}
+    with pytest.raises(DataValidationError, match=r"no list of records at data\.videos or videos.*invalid_params"):
+        import_export(json.dumps(doc).encode(), "page.json", preset("research-api"))
+
+
+def test_one_json_object_is_one_record() -> None:
+    item = ex.scraper_items(sample_records(1, 3))[0]
+    result = import_export(json.dumps(item).encode(), "one.json", preset("scraper"))
+    assert result.shape == "jsonl" and result.rows == [1] and len(result.records) == 1

@@ -691,6 +691,13 @@ def iter_export_records(data: bytes, source: str = "",
                 doc = found
                 break
         else:
+            if any(path.steps and path.steps[0] in doc for path in records):
+                # e.g. a Research API error response: {"data": {}, "error": {"code": "...", "message": "..."}}
+                error = doc.get("error")
+                detail = (f"; the document's error: {json.dumps(error)}"
+                          if isinstance(error, dict) and error.get("code") not in (None, "ok") else "")
+                raise DataValidationError(f"no list of records at {' or '.join(p.text for p in records)}{detail}",
+                                          location=source or None)
             return "jsonl", iter([(1, doc)])    # one record (JSON Lines of one line)
     if not isinstance(doc, list):
         raise DataValidationError("expected a JSON array of objects, JSON Lines or CSV", location=source or None)
