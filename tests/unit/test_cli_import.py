@@ -187,14 +187,15 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
 
 def test_every_option_has_a_help_text_that_shows_its_default() -> None:
     for name, sub in _subcommands(build_parser()).items():
-        text = sub.format_help()
+        formatter = sub._get_formatter()
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
-            assert action.help, f"{name} {action.option_strings or action.dest}"
-            if action.default not in (None, False, argparse.SUPPRESS):
-                assert f"(default: {action.default})" in text.replace("\n", " ").replace("  ", " ") or \
-                    f"default: {action.default}" in " ".join(text.split()), (name, action.dest)
+            where = f"virality {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, where
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                text = formatter._expand_help(action)
+                assert "default" in text and str(action.default) in text, (where, text)
 
 
 def test_help_runs_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

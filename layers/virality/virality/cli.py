@@ -114,9 +114,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .tiering import Tiering
     from .training import TrainingConfig, format_report, train_file
 
-    path = Path(args.data)
     _refuse_overwrite(args.out, args.force)
     mapping = _mapping(args)
+    path = Path(args.data)
     data = path.read_bytes()
     tiering = None
     if args.tier_thresholds:
@@ -268,7 +268,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if ("%(default)" not in text and action.default not in (None, False, argparse.SUPPRESS)
+        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
                 and (action.option_strings or action.nargs in ("?", "*"))):
             text += " (default: %(default)s)"
         return text
@@ -281,7 +281,7 @@ EXAMPLES: dict[str, str] = {
               "  virality import export.csv --mapping my-mapping.json --out videos.csv\n"
               "  virality import --preset research-api --print-mapping > my-mapping.json",
     "train": "virality train videos.csv --out ml-weights.json\n"
-             "  virality train examples/research-api-videos.json --preset research-api --out ml-weights.json --force",
+             "  virality train examples/scraper-export.json --preset scraper --out ml-weights.json --force",
     "predict": "echo '{\"featureVector\": {\"shareTrigger\": 8}}' | virality predict --model ml-weights.json",
     "serve": "virality serve --local-s3 --port 3000",
     "versions": "virality versions --bucket \"$MODEL_BUCKET\"\n"
@@ -290,16 +290,47 @@ EXAMPLES: dict[str, str] = {
                 "  virality rollback --local-s3 http://127.0.0.1:PORT --version <version>",
 }
 
+#: Help of options declared without one, by (subcommand, dest); kept apart so parser lines stay untouched.
+OPTION_HELP: dict[tuple[str, str], str] = {
+    ("sample-data", "rows"): "number of video records",
+    ("sample-data", "seed"): "random seed (same seed, same file)",
+    ("sample-data", "out"): "file to write",
+    ("sample-data", "format"): "csv or jsonl (default: jsonl for a .jsonl/.ndjson --out, else csv)",
+    ("train", "data"): "training file: seed JSON, raw-record CSV / JSON Lines, or an export with --preset/--mapping",
+    ("train", "out"): "artifact to write",
+    ("train", "l2"): "L2 penalty lambda of (lambda/2)*||W||^2",
+    ("train", "class_weight"): "balanced weighs each tier by the inverse of its frequency",
+    ("train", "seed"): "seed of the train/test split (and of gd)",
+    ("train", "test_fraction"): "share of each tier held out for testing",
+    ("serve", "host"): "address to listen on",
+    ("serve", "port"): "port to listen on",
+    ("serve", "prefix"): "model prefix in the bucket",
+    ("serve", "refresh_seconds"): "how often the handler re-reads the model pointer",
+    ("versions", "prefix"): "model prefix in the bucket",
+    ("rollback", "prefix"): "model prefix in the bucket",
+    ("rollback", "version"): "version id to promote (see 'virality versions')",
+}
 
-def _describe_commands(sub: argparse._SubParsersAction) -> None:
-    """Give every subcommand a description (its help line) and an example epilog."""
-    helps = {action.dest: action.help for action in sub._choices_actions}
-    for name, p in sub.choices.items():
-        p.formatter_class = _HelpFormatter
-        if not p.description:
-            p.description = helps.get(name)
-        if not p.epilog and name in EXAMPLES:
-            p.epilog = "example:\n  " + EXAMPLES[name]
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand: options declared without help take theirs from :data:`OPTION_HELP`."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None:
+            action.help = OPTION_HELP.get((self.prog.split()[-1], action.dest))
+        return action
+
+
+class _Commands(argparse._SubParsersAction):
+    """Every subcommand gets a description (its help line), an example epilog and the defaults in its help."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("description", kwargs.get("help"))
+        if name in EXAMPLES:
+            kwargs.setdefault("epilog", "example:\n  " + EXAMPLES[name])
+        return super().add_parser(name, **kwargs)
 
 
 def _add_mapping_options(p: argparse.ArgumentParser) -> None:
@@ -313,16 +344,16 @@ def _add_mapping_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.",
-                                     formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.")
     parser.add_argument("--version", action="version", version=f"virality {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # _Commands adds descriptions, examples (EXAMPLES) and missing option help (OPTION_HELP).
+    sub = parser.add_subparsers(dest="command", required=True, action=_Commands, parser_class=_CommandParser)
 
     p = sub.add_parser("sample-data", help="write a SYNTHETIC TikTok-like data set of raw video records")
-    p.add_argument("--rows", type=int, default=7358, help="number of video records")
-    p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same file)")
-    p.add_argument("--out", required=True, help="file to write")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the --out extension (.jsonl), else csv")
+    p.add_argument("--rows", type=int, default=7358)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=("csv", "jsonl"))
     p.set_defaults(func=_cmd_sample_data)
 
     p = sub.add_parser("import", help="convert a TikTok export (Research API, scraper, any mapped CSV/JSON) "
@@ -336,22 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("train", help="train from seed JSON, CSV or JSON Lines and write ml-weights.json")
-    p.add_argument("data", help="training file: seed JSON, raw-record CSV / JSON Lines, or an export with --preset")
-    p.add_argument("--out", default="ml-weights.json", help="artifact to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    _add_mapping_options(p)
+    p.add_argument("data")
+    p.add_argument("--out", default="ml-weights.json")
     p.add_argument("--optimizer", choices=("newton", "gd"), default="newton",
-                   help="newton reaches the optimum; gd reproduces the original 200 epochs")
-    p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty lambda of (lambda/2)*||W||^2")
-    p.add_argument("--class-weight", choices=("none", "balanced"), default="none",
-                   help="balanced weighs each tier by the inverse of its frequency")
-    p.add_argument("--seed", type=int, default=42, help="seed of the train/test split (and of gd)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of each tier held out for testing")
-    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection (default: detect)")
+                   help="newton (default) reaches the optimum; gd reproduces the original 200 epochs")
+    p.add_argument("--l2", type=float, default=1e-3)
+    p.add_argument("--class-weight", choices=("none", "balanced"), default="none")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection")
     p.add_argument("--tier-thresholds", type=float, nargs=4, metavar="VIEWS",
-                   help="fixed view-count cut points instead of quintiles (default: quintiles of the data)")
+                   help="fixed view-count cut points instead of quintiles")
     p.add_argument("--model-version", help="version id to write (default: a fresh timestamped id)")
     p.add_argument("-v", "--verbose", action="store_true", help="print optimizer progress")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _add_mapping_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="predict from one JSON object or JSON Lines on stdin")
@@ -360,14 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="local HTTP API in front of the predict handler (no Docker)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=3000, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
     p.add_argument("--local-s3", action="store_true",
                    help="start moto's S3 on loopback, publish a model trained on sample data, serve from it")
     p.add_argument("--bucket", help="model bucket (default: MODEL_BUCKET, or a local one with --local-s3)")
-    p.add_argument("--prefix", default="models/", help="model prefix in the bucket")
-    p.add_argument("--refresh-seconds", type=float, default=5.0,
-                   help="how often the handler re-reads the model pointer")
+    p.add_argument("--prefix", default="models/")
+    p.add_argument("--refresh-seconds", type=float, default=5.0)
+    p.add_argument("--log-format", choices=("console", "json"), default="console",
+                   help="handler logs as readable lines without EMF metrics (console, default) "
+                        "or as the JSON lines and EMF metrics Lambda writes (json)")
     p.set_defaults(func=_cmd_serve)
 
     for name, func, text in (("versions", _cmd_versions, "list published versions (* = promoted)"),
@@ -375,13 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--bucket", help="model bucket (the stack's ModelBucket output; "
                                         "default with --local-s3: virality-models-local)")
-        p.add_argument("--prefix", default="models/", help="model prefix in the bucket")
         p.add_argument("--local-s3", metavar="URL",
                        help="use the local S3 that 'virality serve --local-s3' started (it prints the URL)")
+        p.add_argument("--prefix", default="models/")
         if name == "rollback":
-            p.add_argument("--version", required=True, help="version id to promote (see 'virality versions')")
+            p.add_argument("--version", required=True)
         p.set_defaults(func=func)
-    _describe_commands(sub)
     return parser
 
 
