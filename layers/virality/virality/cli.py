@@ -20,6 +20,86 @@ EXIT_USAGE = 2
 EXIT_DATA = 1
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's example lines as written and shows each option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and (action.option_strings or action.nargs in ("?", "*"))):
+            text += " (default: %(default)s)"
+        return text
+
+
+#: Shown under each subcommand's --help (the README's commands, runnable as written).
+EXAMPLES: dict[str, str] = {
+    "sample-data": "virality sample-data --rows 5000 --out videos.csv",
+    "import": "virality import examples/scraper-export.json --preset scraper --out videos.csv\n"
+              "  virality import export.csv --mapping my-mapping.json --out videos.csv\n"
+              "  virality import --preset research-api --print-mapping > my-mapping.json",
+    "train": "virality train videos.csv --out ml-weights.json\n"
+             "  virality train examples/scraper-export.json --preset scraper --out ml-weights.json --force",
+    "predict": "echo '{\"featureVector\": {\"shareTrigger\": 8}}' | virality predict --model ml-weights.json",
+    "serve": "virality serve --local-s3 --port 3000",
+    "versions": "virality versions --bucket \"$MODEL_BUCKET\"\n"
+                "  virality versions --local-s3 http://127.0.0.1:PORT   (the URL 'virality serve --local-s3' prints)",
+    "rollback": "virality rollback --bucket \"$MODEL_BUCKET\" --version v20261127T183000Z-1a2b3c\n"
+                "  virality rollback --local-s3 http://127.0.0.1:PORT --version <version>",
+}
+
+#: Help of options declared without one, by (subcommand, dest); kept apart so parser lines stay untouched.
+OPTION_HELP: dict[tuple[str, str], str] = {
+    ("sample-data", "rows"): "number of video records",
+    ("sample-data", "seed"): "random seed (same seed, same file)",
+    ("sample-data", "out"): "file to write",
+    ("sample-data", "format"): "csv or jsonl (default: jsonl for a .jsonl/.ndjson --out, else csv)",
+    ("train", "data"): "training file: seed JSON, raw-record CSV / JSON Lines, or an export with --preset/--mapping",
+    ("train", "out"): "artifact to write",
+    ("train", "l2"): "L2 penalty lambda of (lambda/2)*||W||^2",
+    ("train", "class_weight"): "balanced weighs each tier by the inverse of its frequency",
+    ("train", "seed"): "seed of the train/test split (and of gd)",
+    ("train", "test_fraction"): "share of each tier held out for testing",
+    ("serve", "host"): "address to listen on",
+    ("serve", "port"): "port to listen on",
+    ("serve", "prefix"): "model prefix in the bucket",
+    ("serve", "refresh_seconds"): "how often the handler re-reads the model pointer",
+    ("versions", "prefix"): "model prefix in the bucket",
+    ("rollback", "prefix"): "model prefix in the bucket",
+    ("rollback", "version"): "version id to promote (see 'virality versions')",
+}
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand: options declared without help take theirs from :data:`OPTION_HELP`."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None:
+            action.help = OPTION_HELP.get((self.prog.split()[-1], action.dest))
+        return action
+
+
+class _Commands(argparse._SubParsersAction):
+    """Every subcommand gets a description (its help line), an example epilog and the defaults in its help."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("description", kwargs.get("help"))
+        if name in EXAMPLES:
+            kwargs.setdefault("epilog", "example:\n  " + EXAMPLES[name])
+        return super().add_parser(name, **kwargs)
+
+
+def _add_mapping_options(p: argparse.ArgumentParser) -> None:
+    from .importers import PRESETS
+
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="read a known export shape (see README 'Importing real TikTok data')")
+    p.add_argument("--mapping", metavar="FILE", help="column-mapping file (JSON, or YAML with PyYAML installed)")
+    p.add_argument("--join", metavar="USERS",
+                   help="user-info export joined to the videos by the mapping's 'join' rule (follower counts)")
+
+
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from .synthetic import sample_csv, sample_jsonl
 
@@ -28,21 +108,6 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     Path(args.out).write_bytes(data)
     print(f"wrote {args.rows} SYNTHETIC video records ({fmt}, seed {args.seed}) to {args.out}", file=sys.stderr)
     return 0
-
-
-def _progress_printer(enabled: bool):
-    if not enabled:
-        return None
-    last = [0.0]
-
-    def progress(iteration: int, objective: float, grad_norm: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5:
-            last[0] = now
-            print(f"  iteration {iteration:>4}  objective {objective:.10f}  max|grad| {grad_norm:.2e}",
-                  file=sys.stderr)
-
-    return progress
 
 
 def _refuse_overwrite(out: str, force: bool) -> None:
@@ -107,6 +172,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"imported {len(result.records)} videos ({mapping.name}, {result.shape}; followers known for {known}) "
           f"to {args.out}", file=sys.stderr)
     return 0
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+    last = [0.0]
+
+    def progress(iteration: int, objective: float, grad_norm: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5:
+            last[0] = now
+            print(f"  iteration {iteration:>4}  objective {objective:.10f}  max|grad| {grad_norm:.2e}",
+                  file=sys.stderr)
+
+    return progress
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -263,86 +343,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  prefix=args.prefix, refresh_seconds=args.refresh_seconds)
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the epilog's example lines as written and shows each option's default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
-                and (action.option_strings or action.nargs in ("?", "*"))):
-            text += " (default: %(default)s)"
-        return text
-
-
-#: Shown under each subcommand's --help (the README's commands, runnable as written).
-EXAMPLES: dict[str, str] = {
-    "sample-data": "virality sample-data --rows 5000 --out videos.csv",
-    "import": "virality import examples/scraper-export.json --preset scraper --out videos.csv\n"
-              "  virality import export.csv --mapping my-mapping.json --out videos.csv\n"
-              "  virality import --preset research-api --print-mapping > my-mapping.json",
-    "train": "virality train videos.csv --out ml-weights.json\n"
-             "  virality train examples/scraper-export.json --preset scraper --out ml-weights.json --force",
-    "predict": "echo '{\"featureVector\": {\"shareTrigger\": 8}}' | virality predict --model ml-weights.json",
-    "serve": "virality serve --local-s3 --port 3000",
-    "versions": "virality versions --bucket \"$MODEL_BUCKET\"\n"
-                "  virality versions --local-s3 http://127.0.0.1:PORT   (the URL 'virality serve --local-s3' prints)",
-    "rollback": "virality rollback --bucket \"$MODEL_BUCKET\" --version v20261127T183000Z-1a2b3c\n"
-                "  virality rollback --local-s3 http://127.0.0.1:PORT --version <version>",
-}
-
-#: Help of options declared without one, by (subcommand, dest); kept apart so parser lines stay untouched.
-OPTION_HELP: dict[tuple[str, str], str] = {
-    ("sample-data", "rows"): "number of video records",
-    ("sample-data", "seed"): "random seed (same seed, same file)",
-    ("sample-data", "out"): "file to write",
-    ("sample-data", "format"): "csv or jsonl (default: jsonl for a .jsonl/.ndjson --out, else csv)",
-    ("train", "data"): "training file: seed JSON, raw-record CSV / JSON Lines, or an export with --preset/--mapping",
-    ("train", "out"): "artifact to write",
-    ("train", "l2"): "L2 penalty lambda of (lambda/2)*||W||^2",
-    ("train", "class_weight"): "balanced weighs each tier by the inverse of its frequency",
-    ("train", "seed"): "seed of the train/test split (and of gd)",
-    ("train", "test_fraction"): "share of each tier held out for testing",
-    ("serve", "host"): "address to listen on",
-    ("serve", "port"): "port to listen on",
-    ("serve", "prefix"): "model prefix in the bucket",
-    ("serve", "refresh_seconds"): "how often the handler re-reads the model pointer",
-    ("versions", "prefix"): "model prefix in the bucket",
-    ("rollback", "prefix"): "model prefix in the bucket",
-    ("rollback", "version"): "version id to promote (see 'virality versions')",
-}
-
-
-class _CommandParser(argparse.ArgumentParser):
-    """A subcommand: options declared without help take theirs from :data:`OPTION_HELP`."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
-        if action.help is None:
-            action.help = OPTION_HELP.get((self.prog.split()[-1], action.dest))
-        return action
-
-
-class _Commands(argparse._SubParsersAction):
-    """Every subcommand gets a description (its help line), an example epilog and the defaults in its help."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        kwargs.setdefault("description", kwargs.get("help"))
-        if name in EXAMPLES:
-            kwargs.setdefault("epilog", "example:\n  " + EXAMPLES[name])
-        return super().add_parser(name, **kwargs)
-
-
-def _add_mapping_options(p: argparse.ArgumentParser) -> None:
-    from .importers import PRESETS
-
-    p.add_argument("--preset", choices=tuple(PRESETS),
-                   help="read a known export shape (see README 'Importing real TikTok data')")
-    p.add_argument("--mapping", metavar="FILE", help="column-mapping file (JSON, or YAML with PyYAML installed)")
-    p.add_argument("--join", metavar="USERS",
-                   help="user-info export joined to the videos by the mapping's 'join' rule (follower counts)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.")
     parser.add_argument("--version", action="version", version=f"virality {__version__}")
@@ -397,9 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="model bucket (default: MODEL_BUCKET, or a local one with --local-s3)")
     p.add_argument("--prefix", default="models/")
     p.add_argument("--refresh-seconds", type=float, default=5.0)
-    p.add_argument("--log-format", choices=("console", "json"), default="console",
-                   help="handler logs as readable lines without EMF metrics (console, default) "
-                        "or as the JSON lines and EMF metrics Lambda writes (json)")
     p.set_defaults(func=_cmd_serve)
 
     for name, func, text in (("versions", _cmd_versions, "list published versions (* = promoted)"),
