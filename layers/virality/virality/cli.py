@@ -337,7 +337,10 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .localapi import serve
+    from .localapi import serve, use_console_logs
+
+    if args.log_format == "console":
+        use_console_logs()
 
     return serve(host=args.host, port=args.port, local_s3=args.local_s3, bucket=args.bucket,
                  prefix=args.prefix, refresh_seconds=args.refresh_seconds)
@@ -397,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="model bucket (default: MODEL_BUCKET, or a local one with --local-s3)")
     p.add_argument("--prefix", default="models/")
     p.add_argument("--refresh-seconds", type=float, default=5.0)
+    p.add_argument("--log-format", choices=("console", "json"), default="console",
+                   help="handler logs as readable lines without EMF metrics (console, default) "
+                        "or as the JSON lines and EMF metrics Lambda writes (json)")
     p.set_defaults(func=_cmd_serve)
 
     for name, func, text in (("versions", _cmd_versions, "list published versions (* = promoted)"),
