@@ -57,19 +57,20 @@ the message says how many more there were.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .datasets import TrainingSet, build_training_set, load_training_data
+from .datasets import TrainingSet, build_training_set
 from .errors import ConfigurationError, DataValidationError
 from .features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
 
@@ -864,14 +865,14 @@ def load_mapped_training_data(data: bytes, source: str, mapping: ColumnMapping, 
                               test_fraction=test_fraction, seed=seed, tiering=tiering)
 
 
-def load_training_object(body: bytes, key: str, metadata: Mapping[str, str], *, source: str,
-                         test_fraction: float = 0.2, seed: int = 42, tiering: Any = None) -> TrainingSet:
-    """The retrain Lambda's reader: the preset :func:`preset_for_object` picks, else the canonical formats."""
+def preset_loader(key: str, metadata: Mapping[str, str]) -> Callable[..., TrainingSet] | None:
+    """The retrain Lambda's hook: a reader for the preset :func:`preset_for_object` picks, or ``None``.
+
+    The reader takes the arguments of :func:`virality.datasets.load_training_data`
+    (``data, source, *, test_fraction, seed, tiering``).
+    """
     name = preset_for_object(key, metadata)
-    if name is None:
-        return load_training_data(body, source, test_fraction=test_fraction, seed=seed, tiering=tiering)
-    return load_mapped_training_data(body, source, preset(name), test_fraction=test_fraction, seed=seed,
-                                     tiering=tiering)
+    return None if name is None else functools.partial(load_mapped_training_data, mapping=preset(name))
 
 
 def available_presets() -> Iterable[tuple[str, str]]:

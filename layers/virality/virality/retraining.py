@@ -31,14 +31,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .artifact import ModelArtifact, new_version_id, utc_now_iso
-from .datasets import Split
+from .datasets import Split, load_training_data
 from .errors import (
     ArtifactValidationError,
     ModelNotFoundError,
     PointerConflictError,
     VersionExistsError,
 )
-from .importers import load_training_object
 from .metrics import EvaluationReport
 from .model import ViralityModel
 from .registry import ModelRegistry, Pointer, SourceObject
@@ -141,9 +140,11 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
     source_id = f"{source.bucket}/{source.key}#{source.version_id or source.etag}"
     base: dict[str, Any] = {"sourceBucket": source.bucket, "sourceKey": source.key,
                             "sourceVersion": source.version_id}
-    # An export under training-data/<preset>/ or with x-amz-meta-preset goes through that preset.
-    ts = load_training_object(source.body, source.key, source.metadata, source=f"s3://{source.bucket}/{source.key}",
-                              test_fraction=config.test_fraction, seed=config.seed, tiering=config.tiering)
+    from .importers import preset_loader  # an export: x-amz-meta-preset or training-data/<preset>/...
+
+    load = preset_loader(source.key, source.metadata) or load_training_data
+    ts = load(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
+              seed=config.seed, tiering=config.tiering)
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     version = new_version_id()
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
