@@ -43,6 +43,9 @@ EXAMPLES: dict[str, str] = {
     "serve": "virality serve --local-s3 --port 3000",
     "versions": "virality versions --bucket \"$MODEL_BUCKET\"\n"
                 "  virality versions --local-s3 http://127.0.0.1:PORT   (the URL 'virality serve --local-s3' prints)",
+    # The audit branch's subcommand (unused until it is merged).
+    "audit": "virality audit --model ml-weights.json outcomes/*.csv\n"
+             "  virality audit --local-s3 --recalibrate",
     "rollback": "virality rollback --bucket \"$MODEL_BUCKET\" --version v20261127T183000Z-1a2b3c\n"
                 "  virality rollback --local-s3 http://127.0.0.1:PORT --version <version>",
 }
