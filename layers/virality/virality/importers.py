@@ -39,7 +39,7 @@ Conversions
 ``duration``     seconds: a number, ``mm:ss`` or ``hh:mm:ss``; ``"unit": "ms"`` for milliseconds
 ``list-length``  a JSON list's length, or the items of a comma-separated string
 ``length``       a text's length in characters (captions)
-``timestamp``    ``"format"``: ``auto`` (ISO 8601, ``YYYY-MM-DD HH:MM:SS``, epoch seconds),
+``timestamp``    ``"format"``: ``auto`` (ISO 8601, ``YYYY-MM-DD HH:MM:SS``, epoch seconds or milliseconds),
                  ``epoch``, ``epoch-ms``, or a ``strptime`` pattern; naive times are UTC
 ``flag``         true/false, 1/0, yes/no; ``"invert": true`` negates
 ``threshold``    a count compared with ``"threshold"``: ``>=`` is true
@@ -188,10 +188,19 @@ def parse_list_length(value: object) -> float:
     raise ValueError("expected a list or a comma-separated string")
 
 
+#: ``auto`` timestamps at or above this are epoch milliseconds.
+EPOCH_MS_FROM = 1e11
+
+
 def parse_timestamp(value: object, fmt: str = "auto") -> str:
     """Canonical ``YYYY-mm-ddTHH:MM:SSZ`` from ``fmt``: auto, epoch, epoch-ms or a strptime pattern."""
     if fmt == "auto":
-        posted = parse_posted_at(value)
+        try:
+            number = parse_number(value)
+        except ValueError:
+            number = None
+        # 1e11 epoch seconds is the year 5138: a number that large is epoch milliseconds.
+        posted = parse_posted_at(number / 1000.0 if number is not None and number >= EPOCH_MS_FROM else value)
     elif fmt in ("epoch", "epoch-ms"):
         try:
             number = parse_number(value)
