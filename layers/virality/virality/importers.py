@@ -276,6 +276,7 @@ class SourcePath:
     has_all: bool
     # Flattened keys matching ``flat``, per key set: every CSV row shares one header.
     _flat_keys: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _last: list[Any] = field(default_factory=lambda: [None, ()], compare=False, repr=False)   # keys, flat keys
 
     @classmethod
     def parse(cls, text: str) -> SourcePath:
@@ -283,15 +284,33 @@ class SourcePath:
         pattern = r"[./]".join(r"([0-9]+)" if s is _ALL else re.escape(str(s)) for s in steps)
         return cls(text, steps, re.compile(pattern), any(s is _ALL for s in steps))
 
-    def resolve(self, record: Mapping[str, Any]) -> Any:
-        """The value at this path, or ``_MISSING``."""
+    def resolve(self, record: Mapping[str, Any], keys: tuple[Any, ...] | None = None) -> Any:
+        """The value at this path, or ``_MISSING``.
+
+        ``keys`` is ``tuple(record)`` when the caller knows it (a CSV header, shared by every row).
+        """
         if self.text in record:
             return record[self.text]
         value = _walk(record, self.steps)
         if value is not _MISSING:
             return value
         # Flattened exports: one column per leaf ("authorMeta/fans", "hashtags/3/name").
-        keys = tuple(record)
+        last = self._last
+        if keys is not None and keys is last[0]:
+            flat_keys = last[1]         # the same CSV header as the row before: no tuple hash
+        else:
+            flat_keys = self._flat_keys_of(tuple(record) if keys is None else keys)
+            if keys is not None:
+                last[0], last[1] = keys, flat_keys
+        if not flat_keys:
+            return _MISSING
+        if self.has_all:
+            # Blank cells are the columns of hashtags a video does not have (inlined _blank: the hot loop).
+            return [v for k in flat_keys
+                    if (v := record[k]) is not None and not (isinstance(v, str) and not v.strip())]
+        return record[flat_keys[0]]
+
+    def _flat_keys_of(self, keys: tuple[Any, ...]) -> tuple[str, ...]:
         flat_keys = self._flat_keys.get(keys)
         if flat_keys is None:
             if len(self._flat_keys) >= 256:       # JSON records may each have other keys: stay bounded
@@ -299,11 +318,7 @@ class SourcePath:
             matches = sorted((tuple(int(g) for g in m.groups()), k) for k in keys
                              if isinstance(k, str) and (m := self.flat.fullmatch(k)))
             flat_keys = self._flat_keys[keys] = tuple(k for _, k in matches)
-        if not flat_keys:
-            return _MISSING
-        if self.has_all:
-            return [v for k in flat_keys if not _blank(v := record[k])]
-        return record[flat_keys[0]]
+        return flat_keys
 
 
 # --------------------------------------------------------------------------- mapping
@@ -361,7 +376,8 @@ class FieldRule:
             return str(raw)
         raise AssertionError(kind)     # checked when the mapping is built
 
-    def apply(self, record: Mapping[str, Any], row: int | None, location: str | None) -> Any:
+    def apply(self, record: Mapping[str, Any], row: int | None, location: str | None,
+              keys: tuple[Any, ...] | None = None) -> Any:
         """The converted value of this field for one record; ``None`` = unknown (optional fields)."""
         if self.convert == "constant":
             return self.value
@@ -369,7 +385,7 @@ class FieldRule:
         empty_ok = self.convert == "list-length"
         used, raw = self.sources[0], _MISSING
         for source in self.sources:
-            value = source.resolve(record)
+            value = source.resolve(record, keys)
             if value is not _MISSING and (empty_ok or not _blank(value)):
                 used, raw = source, value
                 break
@@ -447,9 +463,10 @@ class ColumnMapping:
     def targets(self) -> tuple[str, ...]:
         return tuple(r.target for r in self.rules)
 
-    def convert(self, record: Mapping[str, Any], row: int | None, location: str | None = None) -> dict[str, Any]:
+    def convert(self, record: Mapping[str, Any], row: int | None, location: str | None = None,
+                keys: tuple[Any, ...] | None = None) -> dict[str, Any]:
         """One export record -> one canonical raw record (raises :class:`DataValidationError`)."""
-        return {rule.target: rule.apply(record, row, location) for rule in self.rules}
+        return {rule.target: rule.apply(record, row, location, keys) for rule in self.rules}
 
 
 def _rule(mapping: str, target: str, spec: Any) -> FieldRule:
@@ -801,6 +818,7 @@ def import_export(data: bytes, source: str, mapping: ColumnMapping,
     records: list[dict[str, Any]] = []
     row_numbers: list[int] = []
     columns = {r.target: r.column for r in mapping.rules}
+    header: tuple[Any, ...] | None = None
     for row, record in rows:
         if mapping.join is not None and join is not None:
             key = record.get(mapping.join.on)
@@ -808,7 +826,9 @@ def import_export(data: bytes, source: str, mapping: ColumnMapping,
             if match is not None:
                 record = {**record, mapping.join.as_: match}
         try:
-            converted = mapping.convert(record, row, location)
+            if shape == "csv" and header is None:
+                header = tuple(record)     # every CSV row has the header's keys: hash it once
+            converted = mapping.convert(record, row, location, header if shape == "csv" else None)
             canonical = {k: v for k, v in converted.items() if k != "videoId"}
             try:
                 builder.add(canonical, row=row)
