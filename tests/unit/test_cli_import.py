@@ -253,3 +253,24 @@ def test_the_shipped_examples_are_what_the_script_writes(tmp_path: Path) -> None
     assert written == sorted(p.name for p in EXAMPLES.iterdir() if p.name in written)
     for name in written:
         assert (tmp_path / name).read_bytes() == (EXAMPLES / name).read_bytes(), name
+
+
+def test_the_readme_import_commands_run_as_written(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Importing real TikTok data"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    # `virality` as the console script runs it, with this checkout's library.
+    script = f'virality() {{ "{sys.executable}" -m virality.cli "$@"; }}\nset -e\n' + block
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality")}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert read_csv((tmp_path / "videos.csv").read_bytes()).views.size == 60
+    assert load_artifact((tmp_path / "ml-weights.json").read_bytes()).data.format == "scraper:json"
+    assert json.loads((tmp_path / "my-mapping.json").read_text())["name"] == "scraper"
