@@ -206,35 +206,7 @@ def test_help_runs_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> N
         assert "example:" in capsys.readouterr().out
 
 
-# --------------------------------------------------------------------------- versions / rollback --local-s3
-
-
-def test_versions_and_rollback_reach_the_local_s3_by_url(capsys: pytest.CaptureFixture[str]) -> None:
-    from virality.localapi import MODEL_BUCKET, LocalS3, patched_environ
-    from virality.registry import ModelRegistry, Pointer
-    from virality.synthetic import sample_csv
-    from virality.training import format_report, train_file
-
-    with LocalS3([MODEL_BUCKET]) as s3:
-        registry = ModelRegistry(MODEL_BUCKET, "models/", s3.client)
-        versions = []
-        for seed in (1, 2):
-            artifact = train_file(sample_csv(500, seed), f"s{seed}.csv").artifact
-            key, sha = registry.publish(artifact, format_report(artifact))
-            state = registry.read_pointer()
-            registry.write_pointer(Pointer(version=artifact.modelVersion, key=key, sha256=sha),
-                                   state.etag if state else None)
-            versions.append(artifact.modelVersion)
-        # No endpoint or credentials in the environment: --local-s3 alone must reach the server.
-        unset = dict.fromkeys(("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
-        with patched_environ(unset):
-            code, out, err = run(capsys, "versions", "--local-s3", s3.endpoint_url)
-            assert code == 0, err
-            assert out.splitlines() == [f"  {versions[0]}", f"* {versions[1]}"]
-            code, out, err = run(capsys, "rollback", "--local-s3", s3.endpoint_url, "--version", versions[0])
-            assert code == 0, err
-        assert registry.read_pointer().pointer.version == versions[0]
+# --------------------------------------------------------------------------- versions / rollback
 
 
 def test_versions_without_bucket_or_local_s3_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
