@@ -374,3 +374,12 @@ def test_one_json_object_is_one_record() -> None:
     item = ex.scraper_items(sample_records(1, 3))[0]
     result = import_export(json.dumps(item).encode(), "one.json", preset("scraper"))
     assert result.shape == "jsonl" and result.rows == [1] and len(result.records) == 1
+
+
+def test_a_csv_without_a_required_column_is_one_error_naming_the_header() -> None:
+    data = b"Views,Likes\n1,2\n3,4\n"
+    with pytest.raises(DataValidationError) as info:
+        import_export(data, "sheet.csv", preset("scraper"))
+    assert not isinstance(info.value, ImportValidationError)
+    assert (info.value.row, info.value.column) == (1, "playCount | stats.playCount")
+    assert "no column for views" in str(info.value) and "the header has: Views, Likes" in str(info.value)

@@ -828,6 +828,7 @@ def import_export(data: bytes, source: str, mapping: ColumnMapping,
         try:
             if shape == "csv" and header is None:
                 header = tuple(record)     # every CSV row has the header's keys: hash it once
+                _check_csv_header(mapping, header, location)
             converted = mapping.convert(record, row, location, header if shape == "csv" else None)
             canonical = {k: v for k, v in converted.items() if k != "videoId"}
             try:
@@ -850,6 +851,18 @@ def import_export(data: bytes, source: str, mapping: ColumnMapping,
     if not records:
         raise DataValidationError("no records", location=location)
     return ImportResult(shape, records, builder.build(), row_numbers)
+
+
+def _check_csv_header(mapping: ColumnMapping, header: tuple[Any, ...], location: str | None) -> None:
+    """A required field none of whose sources is a column: one error, not one per row."""
+    for rule in mapping.rules:
+        if rule.convert == "constant" or rule.default is not _MISSING or rule.target in OPTIONAL_FIELDS:
+            continue
+        if not any(s.text in header or s._flat_keys_of(header) for s in rule.sources):
+            shown = ", ".join(str(h) for h in header[:40]) + (", ..." if len(header) > 40 else "")
+            raise DataValidationError(f"no column for {rule.target} (mapping {mapping.name!r} reads it from "
+                                      f"{rule.column}); the header has: {shown}", row=1, column=rule.column,
+                                      location=location)
 
 
 def _cell(value: Any) -> str:
