@@ -820,15 +820,15 @@ def import_export(data: bytes, source: str, mapping: ColumnMapping,
     columns = {r.target: r.column for r in mapping.rules}
     header: tuple[Any, ...] | None = None
     for row, record in rows:
+        if shape == "csv" and header is None:
+            header = tuple(record)     # every CSV row has the header's keys: hash it once
+            _check_csv_header(mapping, header, location)
         if mapping.join is not None and join is not None:
             key = record.get(mapping.join.on)
             match = join.get(str(key).strip()) if not _blank(key) else None
             if match is not None:
                 record = {**record, mapping.join.as_: match}
         try:
-            if shape == "csv" and header is None:
-                header = tuple(record)     # every CSV row has the header's keys: hash it once
-                _check_csv_header(mapping, header, location)
             converted = mapping.convert(record, row, location, header if shape == "csv" else None)
             canonical = {k: v for k, v in converted.items() if k != "videoId"}
             try:
