@@ -104,6 +104,8 @@ def test_print_mapping_is_a_mapping_file(tmp_path: Path, capsys: pytest.CaptureF
     (["import", "--preset", "scraper"], "give SRC and --out"),
     (["import", str(EXAMPLES / "scraper-export.json"), "--preset", "scraper", "--join", "u.jsonl", "--out", "v.csv"],
      "has no 'join' rule"),
+    (["train", "x.csv", "--join", "u.jsonl", "--out", "v.csv"], "--join needs --preset or --mapping"),
+    (["train", "x.json", "--preset", "scraper", "--format", "csv", "--out", "v.csv"], "shape (CSV, JSON Lines"),
 ])
 def test_import_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

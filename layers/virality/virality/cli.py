@@ -121,7 +121,13 @@ def _refuse_overwrite(out: str, force: bool) -> None:
 def _mapping(args: argparse.Namespace):
     from .importers import resolve_mapping
 
-    return resolve_mapping(getattr(args, "preset", None), getattr(args, "mapping", None))
+    mapping = resolve_mapping(getattr(args, "preset", None), getattr(args, "mapping", None))
+    if mapping is None and getattr(args, "join", None):
+        raise ConfigurationError("--join needs --preset or --mapping (the mapping says how to join)")
+    if mapping is not None and getattr(args, "format", None):
+        raise ConfigurationError("--format names a canonical format; with --preset/--mapping the export's "
+                                 "shape (CSV, JSON Lines, JSON) is detected")
+    return mapping
 
 
 def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
