@@ -140,13 +140,20 @@ def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
     return read_join_table(Path(args.join).read_bytes(), args.join, mapping.join)
 
 
-def _train_mapped(data: bytes, source: str, mapping, config, args: argparse.Namespace, progress):
+def _mapped_trainer(mapping, args: argparse.Namespace):
+    """A stand-in for ``training.train_file`` that reads an export through ``mapping``."""
     from .importers import load_mapped_training_data
-    from .training import train_model
+    from .training import TrainingConfig, train_model
 
-    ts = load_mapped_training_data(data, source, mapping, test_fraction=config.test_fraction, seed=config.seed,
-                                   tiering=config.tiering, join=_join_table(args, mapping))
-    return train_model(ts, config, model_version=args.model_version, progress=progress)
+    join = _join_table(args, mapping)
+
+    def train_file(data: bytes, source: str, config: TrainingConfig, *, fmt: str | None = None,
+                   model_version: str | None = None, progress: Any = None):
+        ts = load_mapped_training_data(data, source, mapping, test_fraction=config.test_fraction, seed=config.seed,
+                                       tiering=config.tiering, join=join)
+        return train_model(ts, config, model_version=model_version, progress=progress)
+
+    return train_file
 
 
 def _warn_empty_tiers(artifact) -> None:
@@ -205,6 +212,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _refuse_overwrite(args.out, args.force)
     mapping = _mapping(args)
+    if mapping is not None:
+        train_file = _mapped_trainer(mapping, args)      # the same call below reads the export
     path = Path(args.data)
     data = path.read_bytes()
     tiering = None
@@ -214,13 +223,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             test_fraction=args.test_fraction, tiering=tiering)
     started = time.perf_counter()
     print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}...", file=sys.stderr)
-    progress = _progress_printer(len(data) > 5_000_000 or args.verbose)
-    if mapping is None:
-        outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
-                             progress=progress)
-    else:
-        outcome = _train_mapped(data, str(path), mapping, config, args, progress)
-    if tiering is not None:
+    outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
+                         progress=_progress_printer(len(data) > 5_000_000 or args.verbose))
+    if args.tier_thresholds:
         _warn_empty_tiers(outcome.artifact)
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))
     print(format_report(outcome.artifact), end="")
