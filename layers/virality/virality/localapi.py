@@ -755,7 +755,8 @@ def _serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str
             if local_s3:
                 model_bucket = bucket or MODEL_BUCKET
                 s3 = stack.enter_context(LocalS3(dict.fromkeys([DATA_BUCKET, model_bucket])))
-                _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}")
+                _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}",
+                       f"  versions: virality versions --local-s3 {s3.endpoint_url}")
                 summary = publish_sample_model(s3, model_bucket=model_bucket, prefix=prefix)
                 m = summary.get("metrics") or {}
                 _print(f"trained {summary['version']} on the synthetic sample through the retrain handler "

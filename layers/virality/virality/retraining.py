@@ -140,8 +140,11 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
     source_id = f"{source.bucket}/{source.key}#{source.version_id or source.etag}"
     base: dict[str, Any] = {"sourceBucket": source.bucket, "sourceKey": source.key,
                             "sourceVersion": source.version_id}
-    ts = load_training_data(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
-                            seed=config.seed, tiering=config.tiering)
+    from .importers import preset_loader  # an export: x-amz-meta-preset or training-data/<preset>/...
+
+    load = preset_loader(source.key, source.metadata) or load_training_data
+    ts = load(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
+              seed=config.seed, tiering=config.tiering)
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     version = new_version_id()
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
