@@ -85,3 +85,24 @@ class RetrainSettings(_EnvSettings):
     promotion_logloss_tolerance: float = Field(0.05, ge=0, description="New model may gain at most this much log-loss.")
 
     _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)
+
+
+class AuditSettings(_EnvSettings):
+    """Configuration of the calibration-audit function."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)   # not built in the predict function
+
+    model_bucket: str | None = Field(None, description="Bucket holding the model artifacts, pointer and audit reports.")
+    model_prefix: str = Field("models/", description="Key prefix of model versions, latest.json and audits/.")
+    data_bucket: str | None = Field(None, description="Bucket the labelled outcomes are uploaded to.")
+    outcomes_prefix: str = Field("outcomes/", description="Only keys under this prefix are read as outcomes.")
+    audit_window_days: float = Field(7.0, gt=0, description="Audit the outcome objects that arrived in the last N days.")
+    audit_min_rows: int = Field(200, ge=1, description="Below this many outcome rows the audit reports insufficient data.")
+    calibration_ece_threshold: float = Field(0.15, gt=0, lt=1, description="ECE above this is a calibration alarm.")
+    auto_recalibrate: bool = Field(False, description="Fit and publish a temperature-scaled version when the ECE alarms.")
+    audit_bootstrap_resamples: int = Field(1000, ge=10, description="Bootstrap resamples of the ECE interval.")
+    max_outcome_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Skip outcome objects larger than this.")
+    promotion_f1_tolerance: float = Field(0.03, ge=0, description="Recalibrated model may lose at most this much macro-F1.")
+    promotion_logloss_tolerance: float = Field(0.05, ge=0, description="Recalibrated model may gain at most this much log-loss.")
+
+    _norm_prefixes = field_validator("model_prefix", "outcomes_prefix")(_prefix)
