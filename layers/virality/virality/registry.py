@@ -320,3 +320,80 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
         raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is larger than the limit of {max_bytes} bytes")
     return SourceObject(bucket, key, head.get("VersionId") or version_id, head["ETag"], body,
                         {k.lower(): v for k, v in (head.get("Metadata") or {}).items()})
+
+
+# --------------------------------------------------------------------------- calibration audit
+
+AUDITS_DIR = "audits/"
+AUDIT_WINDOWS_DIR = "audits/_windows/"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    """One current object of a listing."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: str       # ISO 8601 UTC
+
+
+def list_objects_between(client: Any, bucket: str, prefix: str, since: Any, until: Any) -> list[ListedObject]:
+    """Current objects under ``prefix`` whose LastModified lies in ``(since, until]`` (aware datetimes), by key."""
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            modified = item["LastModified"]
+            if since < modified <= until and not item["Key"].endswith("/"):
+                out.append(ListedObject(item["Key"], item["ETag"], int(item["Size"]),
+                                        modified.isoformat().replace("+00:00", "Z")))
+    return sorted(out, key=lambda o: o.key)
+
+
+class AuditStore(ModelRegistry):
+    """The model registry plus the audit's write-once reports under ``<prefix>audits/``.
+
+    ``<prefix>audits/<UTC timestamp>-<version>.json``   one audit report (never overwritten)
+    ``<prefix>audits/_windows/<sha256>.json``          claim: which report a window of outcomes produced
+    """
+
+    def audit_report_key(self, timestamp: str, version: str) -> str:
+        return f"{self.prefix}{AUDITS_DIR}{timestamp}-{version}.json"
+
+    def audit_window_key(self, window_id: str) -> str:
+        return f"{self.prefix}{AUDIT_WINDOWS_DIR}{hashlib.sha256(window_id.encode()).hexdigest()}.json"
+
+    def claim_audit_window(self, window_id: str, report_key: str) -> str | None:
+        """Record that ``window_id`` is reported at ``report_key``; None when new, else the earlier claim's key."""
+        key = self.audit_window_key(window_id)
+        body = json.dumps({"window": window_id, "report": report_key}).encode()
+        try:
+            self._put_new(key, body, "application/json")
+            return None
+        except VersionExistsError:
+            return str(json.loads(self._get(key)["Body"].read())["report"])
+
+    def write_audit_report(self, key: str, document: dict[str, Any]) -> None:
+        """Write a report once.
+
+        Raises
+        ------
+        VersionExistsError
+            A report already exists at ``key``; it is not overwritten.
+        """
+        self._put_new(key, (json.dumps(document, indent=2, allow_nan=False) + "\n").encode(), "application/json")
+
+    def read_audit_report(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._get(key)["Body"].read())
+        except ModelNotFoundError:
+            return None
+
+    def list_audit_reports(self) -> list[str]:
+        """Report keys, oldest first (timestamps sort in time order)."""
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                           Prefix=self.prefix + AUDITS_DIR):
+            keys += [i["Key"] for i in page.get("Contents", []) if not i["Key"].startswith(
+                self.prefix + AUDIT_WINDOWS_DIR)]
+        return sorted(keys)
