@@ -17,7 +17,7 @@ import json
 import math
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +34,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+class L2Search(_Model):
+    """Cross-validated choice of ``lambda`` (``--l2 auto``)."""
+
+    grid: list[float] = Field(description="lambda values tried, increasing")
+    meanLogLoss: list[float] = Field(description="mean held-out log-loss over the folds, per grid value")
+    stdLogLoss: list[float] = Field(description="standard deviation over the folds, per grid value")
+    chosen: float = Field(description="the grid value with the lowest mean held-out log-loss")
+    folds: int = Field(description="number of stratified folds")
+    seed: int = Field(description="seed of the fold assignment")
+    scoring: str = Field("logLoss", description="the criterion minimised")
+    durationSeconds: float | None = None
+
+
+class CalibrationInfo(_Model):
+    """Post-hoc calibration folded into the published weights.
+
+    For ``method == "temperature"`` the published ``weights``/``biases`` are the
+    raw optimum divided by ``temperature``; ``logits = W x + b`` still holds.
+    """
+
+    method: Literal["temperature", "none"] = Field(description="temperature scaling, or none")
+    temperature: float = Field(1.0, gt=0, description="T; the published logits are the raw logits / T")
+    source: str = Field(description='where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')
+    nSamples: int | None = Field(None, description="rows T was fitted on")
+    eceBefore: float | None = Field(None, description="ECE (10 bins) of the raw logits on those rows")
+    eceAfter: float | None = Field(None, description="ECE (10 bins) after dividing by T")
+    logLossBefore: float | None = None
+    logLossAfter: float | None = None
+    fittedAt: str | None = Field(None, description="UTC ISO time T was fitted")
+    provenance: dict[str, str] | None = Field(
+        None, description="free-form origin of the calibration data (e.g. bucket/key, sha256, window)")
+
+
 class TrainingInfo(_Model):
     optimizer: str
     l2: float = Field(description="lambda of (lambda/2)*||W||^2")
@@ -46,6 +79,7 @@ class TrainingInfo(_Model):
     seed: int
     testFraction: float | None = None
     durationSeconds: float
+    l2Search: L2Search | None = Field(None, description="present when l2 was chosen by cross-validation")
 
 
 class SplitRows(_Model):
@@ -64,6 +98,7 @@ class DataProvenance(_Model):
     format: str
     rows: SplitRows
     classCounts: ClassCounts
+    labelColumn: str | None = Field(None, description='column the tiers came from: "views" or "labelViews"')
 
 
 class Metrics(_Model):
@@ -89,6 +124,10 @@ class ModelArtifact(_Model):
     data: DataProvenance | None = None
     preprocessing: Preprocessing | None = None
     tiering: Tiering | None = None
+    featureSet: Literal["full", "prepublication"] | None = Field(
+        None, description='features the model uses; "prepublication" holds post-publication ones at their '
+                          'defaults (absent = "full")')
+    calibration: CalibrationInfo | None = None
     checksum: str | None = None
 
     @model_validator(mode="after")
