@@ -59,7 +59,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from . import NUM_CLASSES
-from .artifact import ModelArtifact, new_version_id, utc_now_iso
+from .artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
 from .datasets import DataFormat, Split, detect_format, read_csv, read_jsonl, read_seed_json, stratified_split
 from .errors import (
     ArtifactValidationError,
@@ -355,15 +355,32 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, floa
 
 
 def temperature_scaled(artifact: ModelArtifact, temperature: float, version: str,
-                       calibration: dict[str, Any] | None = None) -> ModelArtifact:
+                       calibration: CalibrationInfo | None = None) -> ModelArtifact:
     """A copy of ``artifact`` with ``W / T`` and ``b / T`` under a new version id (argmax unchanged)."""
     update: dict[str, Any] = {
         "modelVersion": version, "trainedAt": utc_now_iso(),
         "weights": (np.asarray(artifact.weights) / temperature).tolist(),
-        "biases": (np.asarray(artifact.biases) / temperature).tolist(), "checksum": None}
-    if calibration is not None and "calibration" in ModelArtifact.model_fields:
-        update["calibration"] = calibration
+        "biases": (np.asarray(artifact.biases) / temperature).tolist(), "checksum": None,
+        "calibration": calibration}
     return ModelArtifact.model_validate({**artifact.model_dump(), **update})
+
+
+def audit_calibration(parent: ModelArtifact, t: float, *, window: str, objects: Sequence[dict[str, Any]],
+                      n_fit: int, ece: tuple[float, float], loss: tuple[float, float]) -> CalibrationInfo:
+    """The artifact's calibration record of an audit recalibration by ``t``.
+
+    ``temperature`` is the total factor from the raw optimum (the parent's own T times ``t``),
+    as :class:`~virality.artifact.CalibrationInfo` defines it; provenance names every outcome object.
+    """
+    parent_t = parent.calibration.temperature if parent.calibration and parent.calibration.method == "temperature" \
+        else 1.0
+    provenance = {"parentVersion": parent.modelVersion, "window": window, "auditTemperature": repr(t),
+                  "parentTemperature": repr(parent_t)}
+    for o in objects:
+        provenance[f"outcome:{o['key']}"] = f"versionId={o.get('versionId')} sha256={o.get('sha256')}"
+    return CalibrationInfo(method="temperature", temperature=parent_t * t, source="audit", nSamples=n_fit,
+                           eceBefore=ece[0], eceAfter=ece[1], logLossBefore=loss[0], logLossAfter=loss[1],
+                           fittedAt=utc_now_iso(), provenance=provenance)
 
 
 # --------------------------------------------------------------------------- the audit run
@@ -566,11 +583,9 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
             return {"status": "duplicate", "version": claimed, "promoted": bool(decision.get("promoted")),
                     "reason": f"this window was already recalibrated: {decision.get('reason')}", **held_out}
     version = claimed or version
-    calibration = {"method": "temperature", "temperature": t, "source": "audit", "parentVersion": model.version,
-                   "window": window, "outcomes": [{k: o.get(k) for k in ("key", "versionId", "sha256")}
-                                                  for o in objects],
-                   "eceBefore": held_out["checkEceBefore"], "eceAfter": held_out["checkEceAfter"],
-                   "logLossBefore": ll_before, "logLossAfter": ll_after}
+    calibration = audit_calibration(model.artifact, t, window=window, objects=objects, n_fit=int(fit_idx.size),
+                                    ece=(held_out["checkEceBefore"], held_out["checkEceAfter"]),
+                                    loss=(ll_before, ll_after))
     artifact = temperature_scaled(model.artifact, t, version, calibration)
     check = Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
     policy = PromotionPolicy(config.f1_tolerance, config.logloss_tolerance)
@@ -606,13 +621,15 @@ def promote_version(store: AuditStore, artifact: ModelArtifact, check: Split, po
     return {"status": "published", "promoted": promoted, "reason": reason}
 
 
-def _recalibration_text(artifact: ModelArtifact, calibration: dict[str, Any]) -> str:
+def _recalibration_text(artifact: ModelArtifact, c: CalibrationInfo) -> str:
+    p = c.provenance or {}
     return (f"model version   {artifact.modelVersion}\n"
-            f"recalibrated    by the calibration audit from {calibration['parentVersion']}\n"
-            f"temperature     {calibration['temperature']:.6f} (weights and biases divided by it)\n"
-            f"held-out ECE    {calibration['eceBefore']:.4f} -> {calibration['eceAfter']:.4f}\n"
-            f"held-out loss   {calibration['logLossBefore']:.4f} -> {calibration['logLossAfter']:.4f}\n"
-            f"outcomes        {', '.join(o['key'] for o in calibration['outcomes'])}\n")
+            f"recalibrated    by the calibration audit from {p.get('parentVersion')}\n"
+            f"temperature     {float(p.get('auditTemperature', 'nan')):.6f} on top of the parent's "
+            f"(total {c.temperature:.6f}; weights and biases divided by it)\n"
+            f"held-out ECE    {c.eceBefore:.4f} -> {c.eceAfter:.4f}\n"
+            f"held-out loss   {c.logLossBefore:.4f} -> {c.logLossAfter:.4f}\n"
+            f"outcomes        {', '.join(k[len('outcome:'):] for k in p if k.startswith('outcome:'))}\n")
 
 
 # --------------------------------------------------------------------------- text output
