@@ -81,7 +81,7 @@ def publish_metrics(summary: AuditSummary) -> None:
                "OutcomeBrier": summary.brier, "TierMixPSI": summary.psi}
     for name, value in figures.items():
         if value is not None:
-            metrics.add_metric(name=name, unit=MetricUnit.None_, value=value)
+            metrics.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
     metrics.add_metric(name="CalibrationAlarm", unit=MetricUnit.Count, value=int(bool(summary.decision["alarm"])))
     recal = summary.recalibration or {}
     if recal.get("status") == "published":

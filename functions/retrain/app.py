@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from virality.config import RetrainSettings
+from virality.config import OUTCOMES_PREFIX, RetrainSettings
 from virality.errors import (
     DataValidationError,
     TrainingDataTooLargeError,
@@ -99,6 +99,9 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
     # Recursive-invocation guard, in code as well as in the trigger's filter.
     if key.startswith(settings.model_prefix):
         return _ignored(key, bucket, f"under MODEL_PREFIX {settings.model_prefix!r}: never train on our own output"), False
+    # Labelled outcomes are for the calibration audit: never training data, whatever TRAINING_PREFIX is.
+    if key.startswith(OUTCOMES_PREFIX):
+        return _ignored(key, bucket, f"under {OUTCOMES_PREFIX!r}: outcomes are audited, never trained on"), False
     if not key.startswith(settings.training_prefix):
         return _ignored(key, bucket, f"outside TRAINING_PREFIX {settings.training_prefix!r}"), False
     started = time.perf_counter()

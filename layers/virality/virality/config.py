@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigurationError
 
+#: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
+OUTCOMES_PREFIX = "outcomes/"
+
 
 class _EnvSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -95,7 +98,7 @@ class AuditSettings(_EnvSettings):
     model_bucket: str | None = Field(None, description="Bucket holding the model artifacts, pointer and audit reports.")
     model_prefix: str = Field("models/", description="Key prefix of model versions, latest.json and audits/.")
     data_bucket: str | None = Field(None, description="Bucket the labelled outcomes are uploaded to.")
-    outcomes_prefix: str = Field("outcomes/", description="Only keys under this prefix are read as outcomes.")
+    outcomes_prefix: str = Field(OUTCOMES_PREFIX, description="Only keys under this prefix are read as outcomes.")
     audit_window_days: float = Field(7.0, gt=0, description="Audit the outcome objects that arrived in the last N days.")
     audit_min_rows: int = Field(200, ge=1, description="Below this many outcome rows the audit reports insufficient data.")
     calibration_ece_threshold: float = Field(0.15, gt=0, lt=1, description="ECE above this is a calibration alarm.")
