@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from virality.config import PredictSettings, RetrainSettings
+from virality.config import AuditSettings, PredictSettings, RetrainSettings
 
 pytestmark = pytest.mark.template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
-SETTINGS = {"PredictFunction": PredictSettings, "RetrainFunction": RetrainSettings}
+SETTINGS = {"PredictFunction": PredictSettings, "RetrainFunction": RetrainSettings, "AuditFunction": AuditSettings}
 # Names a function may set besides its settings: Powertools' own variables
 # (prefix) and a few standard ones read by the runtime or libraries.
 ALLOWED_EXTRA_ENV = {"AWS_LAMBDA_EXEC_WRAPPER", "PYTHONWARNINGS", "TZ"}
@@ -86,6 +86,10 @@ def _fn_props(template: dict[str, Any], name: str) -> dict[str, Any]:
 def _statements(props: dict[str, Any]) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     for policy in props.get("Policies", []):
+        if isinstance(policy, dict) and "Fn::If" in policy:     # a conditional policy: check every branch
+            branches = [b for b in policy["Fn::If"][1:] if not (isinstance(b, dict) and b.get("Ref") == "AWS::NoValue")]
+            statements.extend(st for b in branches for st in _statements({"Policies": [b]}))
+            continue
         assert isinstance(policy, dict) and "Statement" in policy, (
             f"only inline policy statements are allowed (no managed policies / SAM templates): {policy!r}"
         )
