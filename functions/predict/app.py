@@ -115,6 +115,8 @@ def model_info() -> ModelInfo:
         "metrics": a.metrics.model_dump(mode="json", by_alias=True) if a.metrics else (
             {"accuracy": a.accuracy} if a.accuracy is not None else None),
         "data": a.data.model_dump(mode="json") if a.data else None,
+        "featureSet": a.featureSet or "full",
+        "calibration": a.calibration.model_dump(mode="json", exclude_none=True) if a.calibration else None,
     }
 
 

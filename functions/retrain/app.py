@@ -107,8 +107,9 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
     started = time.perf_counter()
     metrics.add_metric(name="TrainingsStarted", unit=MetricUnit.Count, value=1)
     registry = ModelRegistry(settings.model_bucket or bucket, settings.model_prefix, s3_client)
-    config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.train_l2,
-                            class_weight=settings.train_class_weight)
+    config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.training_l2(),
+                            class_weight=settings.train_class_weight, calibration=settings.train_calibration,
+                            feature_set=settings.train_feature_set)
     policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance)
     try:
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)

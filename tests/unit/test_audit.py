@@ -19,12 +19,12 @@ from virality.audit import (
     Outcomes,
     audit_figures,
     decide,
-    fit_temperature,
     format_audit,
     judge,
     read_outcomes,
     reliability_diagram_text,
 )
+from virality.calibration import fit_temperature
 from virality.errors import DataValidationError
 from virality.features import FEATURE_NAMES
 from virality.metrics import population_stability_index
@@ -128,14 +128,14 @@ def slow_percentile(values, q):
 
 
 def _outcome_csv(rows: int, seed: int, *, label_shift: float = 1.7) -> bytes:
-    """Synthetic records plus a labelViews column (every third row blank: its own views are final)."""
+    """Synthetic records plus a labelViews column (the count at the outcome horizon) on every row."""
     lines = sample_csv(rows, seed).decode().splitlines()
     header = lines[0].split(",")
     vi = header.index("views")
     out = [lines[0] + ",labelViews,predictedVersion"]
     for i, line in enumerate(lines[1:]):
         views = float(line.split(",")[vi])
-        label = "" if i % 3 == 0 else str(int(views * label_shift))
+        label = str(int(views * label_shift)) if i % 3 else str(int(views))
         out.append(f"{line},{label},{'v-unit' if i % 4 == 0 else ''}")
     return ("\n".join(out) + "\n").encode()
 
@@ -146,13 +146,13 @@ def test_figures_match_the_slow_reference():
     outcomes = read_outcomes(data, "o.csv")
     figures, X, tiers, _ = judge(m, [outcomes], n_resamples=300, seed=4)
 
-    # Labels: from labelViews where given, else views, with the model's own cut points.
+    # Labels: from labelViews, with the model's own cut points.
     header = data.decode().splitlines()[0].split(",")
     thresholds = m.artifact.tiering.thresholds
     expected_tiers = []
     for line in data.decode().splitlines()[1:]:
         cells = line.split(",")
-        label = cells[header.index("labelViews")] or cells[header.index("views")]
+        label = cells[header.index("labelViews")]
         expected_tiers.append(slow_tier(float(label), thresholds))
     assert tiers.tolist() == expected_tiers
     # Re-scoring: row by row from the weights.
@@ -221,8 +221,16 @@ def test_outcome_readers_and_their_errors():
     csv_out = read_outcomes(_outcome_csv(30, 2), "a.csv")
     assert csv_out.format == "csv" and len(csv_out) == 30
     views = csv_out.raw.views
-    assert csv_out.label_views[0] == views[0]                       # blank labelViews: own views
+    assert csv_out.label_views[0] == views[0]
     assert csv_out.label_views[1] == float(int(views[1] * 1.7))
+    assert read_outcomes(sample_csv(10, 2), "plain.csv").label_views.tolist() == \
+        read_outcomes(sample_csv(10, 2), "plain.csv").raw.views.tolist()      # no labelViews: final views
+    blank = _outcome_csv(4, 2).decode().splitlines()
+    cells = blank[2].split(",")
+    cells[-2] = ""
+    with pytest.raises(DataValidationError) as info:
+        read_outcomes(("\n".join([*blank[:2], ",".join(cells)]) + "\n").encode(), "blank.csv")
+    assert info.value.row == 3 and info.value.column == "labelViews"
     lines = _outcome_csv(5, 2).decode().splitlines()
     bad = lines[0] + "\n" + lines[1] + "\n" + lines[2].rsplit(",", 2)[0] + ",-3,\n"
     with pytest.raises(DataValidationError) as info:

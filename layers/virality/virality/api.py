@@ -210,6 +210,9 @@ class ModelInfo(BaseModel):
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
+    featureSet: str = Field("full", description="full, or prepublication: only what is known before posting "
+                                                "(post-publication features have weight 0)")
+    calibration: dict[str, Any] | None = Field(None, description="temperature folded into the weights, if any")
 
 
 class Health(BaseModel):

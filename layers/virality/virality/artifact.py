@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from . import NUM_CLASSES, TIER_MIDPOINTS
 from .errors import ArtifactValidationError
 from .features import FEATURE_NAMES, N_FEATURES, Preprocessing
-from .metrics import EvaluationReport
+from .metrics import EvaluationReport, Interval
 from .tiering import Tiering
 
 SCHEMA_VERSION = 2
@@ -104,6 +104,8 @@ class DataProvenance(_Model):
 class Metrics(_Model):
     test: EvaluationReport
     trainAccuracy: float
+    testIntervals: dict[str, Interval] | None = Field(
+        None, description="seeded bootstrap 95% intervals of the test metrics (accuracy, macroF1, logLoss, ece)")
 
 
 class ModelArtifact(_Model):

@@ -48,7 +48,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from pydantic import BaseModel
 
 from . import NUM_CLASSES
 from .artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
+from .calibration import calibration_summary, fit_temperature, fold_temperature
 from .datasets import DataFormat, Split, detect_format, read_csv, read_jsonl, read_seed_json, stratified_split
 from .errors import (
     ArtifactValidationError,
@@ -69,20 +69,18 @@ from .errors import (
     TrainingSourceNotFoundError,
     ViralityError,
 )
-from .features import RawVideos, parse_number
-from .metrics import EvaluationReport, evaluate, log_loss, population_stability_index
+from .features import RawVideos
+from .labels import read_label_views
+from .metrics import EvaluationReport, evaluate, population_stability_index
 from .model import ViralityModel
 from .registry import AuditStore, read_source
-from .softmax import softmax
 from .tiering import assign_tiers
 
 REPORT_SCHEMA = "virality-audit/1"
-#: Optional outcome columns besides the raw-record ones.
-LABEL_VIEWS = "labelViews"
+#: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
 PREDICTED_VERSION = "predictedVersion"
 PREDICTION_ID = "predictionId"
 RECALIBRATION_SEED = 20240605
-T_BOUNDS = (0.02, 50.0)
 
 
 class AuditError(ViralityError):
@@ -103,7 +101,7 @@ class Outcomes:
     raw : RawVideos or None
         Raw formats: the records, featurised by each model with its own caps.
     label_views : ndarray of shape (n_samples,) or None
-        Raw formats: ``labelViews`` where given, else the record's ``views``.
+        Raw formats: ``labelViews`` when the file has that column (every row then), else ``views``.
     X, tiers : ndarray or None
         Seed JSON: features of shape (n_samples, 15) and tiers 1..5 as given.
     predicted_versions : list of (str or None), length n_samples
@@ -124,18 +122,6 @@ class Outcomes:
         return len(self.raw) if self.raw is not None else int(self.X.shape[0])  # type: ignore[union-attr]
 
 
-def _label_views(value: object, views: float, row: int, source: str) -> float:
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return views                   # no later count for this row: its own count is final
-    try:
-        number = parse_number(value)
-    except ValueError as exc:
-        raise DataValidationError(str(exc), row=row, column=LABEL_VIEWS, location=source or None) from None
-    if number < 0:
-        raise DataValidationError("must be >= 0", row=row, column=LABEL_VIEWS, location=source or None)
-    return number
-
-
 def _optional_text(value: object, row: int, column: str, source: str) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -148,7 +134,7 @@ def _csv_extras(data: bytes, source: str) -> list[tuple[int, dict[str, str]]]:
     """(line, optional columns) of every data row, skipping blank rows as :func:`read_csv` does."""
     reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
     header = [h.strip() for h in next(reader)]
-    index = {c: header.index(c) for c in (LABEL_VIEWS, PREDICTED_VERSION, PREDICTION_ID) if c in header}
+    index = {c: header.index(c) for c in (PREDICTED_VERSION, PREDICTION_ID) if c in header}
     rows = []
     for row in reader:
         if not row or all(not cell.strip() for cell in row):
@@ -162,7 +148,7 @@ def _jsonl_extras(data: bytes) -> list[tuple[int, dict[str, Any]]]:
     for line_no, line in enumerate(data.decode("utf-8-sig").splitlines(), start=1):
         if line.strip():
             record = json.loads(line)
-            rows.append((line_no, {c: record.get(c) for c in (LABEL_VIEWS, PREDICTED_VERSION, PREDICTION_ID)}))
+            rows.append((line_no, {c: record.get(c) for c in (PREDICTED_VERSION, PREDICTION_ID)}))
     return rows
 
 
@@ -186,8 +172,9 @@ def read_outcomes(data: bytes, source: str = "") -> Outcomes:
     extras = _csv_extras(data, source) if fmt == "csv" else _jsonl_extras(data)
     if len(extras) != len(raw):       # both readers skip exactly the blank rows; anything else is a bug
         raise DataValidationError(f"read {len(raw)} records but {len(extras)} rows", location=source or None)
-    label = np.array([_label_views(cols.get(LABEL_VIEWS), float(v), line, source)
-                      for (line, cols), v in zip(extras, raw.views, strict=True)])
+    label = read_label_views(data, fmt, source)      # the training reader's label horizon, same rules
+    if label is None:
+        label = raw.views
     versions = [_optional_text(cols.get(PREDICTED_VERSION), line, PREDICTED_VERSION, source) for line, cols in extras]
     ids = sum(_optional_text(cols.get(PREDICTION_ID), line, PREDICTION_ID, source) is not None
               for line, cols in extras)
@@ -323,44 +310,14 @@ def decide(figures: ModelAudit, *, threshold: float, min_rows: int) -> dict[str,
 # --------------------------------------------------------------------------- temperature
 
 
-def _nll_at(logits: np.ndarray, y: np.ndarray, t: float) -> float:
-    return log_loss(y, softmax(logits / t))
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = T_BOUNDS,
-                    iterations: int = 80) -> float:
-    """The ``T`` minimising the log-loss of ``softmax(logits / T)``, by golden-section search on ``log T``.
-
-    The negative log-likelihood is convex in ``1/T``, hence unimodal in ``log T``.
-
-    Parameters
-    ----------
-    logits : ndarray of shape (n_samples, n_classes)
-    y : ndarray of shape (n_samples,), class indices
-    """
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = _nll_at(logits, y, math.exp(a)), _nll_at(logits, y, math.exp(b))
-    for _ in range(iterations):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = _nll_at(logits, y, math.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = _nll_at(logits, y, math.exp(b))
-    return float(math.exp((lo + hi) / 2))
-
-
 def temperature_scaled(artifact: ModelArtifact, temperature: float, version: str,
                        calibration: CalibrationInfo | None = None) -> ModelArtifact:
     """A copy of ``artifact`` with ``W / T`` and ``b / T`` under a new version id (argmax unchanged)."""
     update: dict[str, Any] = {
         "modelVersion": version, "trainedAt": utc_now_iso(),
-        "weights": (np.asarray(artifact.weights) / temperature).tolist(),
-        "biases": (np.asarray(artifact.biases) / temperature).tolist(), "checksum": None,
+        "weights": fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)[0].tolist(),
+        "biases": fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)[1].tolist(),
+        "checksum": None,
         "calibration": calibration}
     return ModelArtifact.model_validate({**artifact.model_dump(), **update})
 
@@ -565,13 +522,11 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
     y = tiers - 1
     logits = X @ model.coef.T + model.intercept
     t = fit_temperature(logits[fit_idx], y[fit_idx])
-    before = softmax(logits[check_idx])
-    after = softmax(logits[check_idx] / t)
-    ll_before, ll_after = log_loss(y[check_idx], before), log_loss(y[check_idx], after)
+    summary = calibration_summary(logits[check_idx], y[check_idx], t)
+    ll_before, ll_after = summary["logLossBefore"], summary["logLossAfter"]
     held_out = {"rows": {"fit": int(fit_idx.size), "check": int(check_idx.size)}, "temperature": t,
                 "checkLogLossBefore": ll_before, "checkLogLossAfter": ll_after,
-                "checkEceBefore": evaluate(y[check_idx], before).ece,
-                "checkEceAfter": evaluate(y[check_idx], after).ece}
+                "checkEceBefore": summary["eceBefore"], "checkEceAfter": summary["eceAfter"]}
     if not ll_after < ll_before:
         return {"status": "rejected", "reason": f"temperature {t:.4f} does not improve held-out log-loss "
                                                 f"({ll_after:.4f} vs {ll_before:.4f})", **held_out}

@@ -82,13 +82,28 @@ class RetrainSettings(_EnvSettings):
     training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")
     max_training_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse training objects larger than this.")
     train_optimizer: Literal["newton", "gd"] = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
-    train_l2: float = Field(0.001, ge=0, description="L2 strength lambda of the objective.")
+    train_l2: float | Literal["auto"] = Field(
+        "auto", description="L2 strength lambda, or auto (cross-validated; newton only). gd uses 0.001 for auto.")
     train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")
+    train_calibration: Literal["temperature", "none"] | None = Field(
+        None, description="temperature (default for newton) or none (default for gd, which stays seed-faithful).")
+    train_feature_set: Literal["full", "prepublication"] = Field(
+        "full", description="full, or prepublication (only what is known before posting).")
     promotion_f1_tolerance: float = Field(0.03, ge=0, description="New model may lose at most this much macro-F1.")
     promotion_logloss_tolerance: float = Field(0.05, ge=0, description="New model may gain at most this much log-loss.")
 
     _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)
 
+    @field_validator("train_l2")
+    @classmethod
+    def _l2(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not v >= 0:
+            raise ValueError("must be a number >= 0 or auto")
+        return v
+
+    def training_l2(self) -> float | str | None:
+        """``train_l2`` for :class:`virality.training.TrainingConfig`: auto means the optimizer's default."""
+        return None if self.train_l2 == "auto" and self.train_optimizer == "gd" else self.train_l2
 
 class AuditSettings(_EnvSettings):
     """Configuration of the calibration-audit function."""

@@ -410,3 +410,46 @@ def feature_vector_to_ml_input(fv: Mapping[str, float | None]) -> np.ndarray:
 def named_features_to_vector(features: Mapping[str, float]) -> np.ndarray:
     """Order a mapping of the 15 named features into a vector of shape (15,)."""
     return np.array([float(features[name]) for name in FEATURE_NAMES], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- feature sets
+
+#: Features computed from counts that exist only after a video is published
+#: (its views, likes, comments, shares, saves). ``viewsPerFollower`` and the
+#: four rates also share ``views`` with the tier label.
+POST_PUBLICATION_FEATURES: tuple[str, ...] = (
+    "shareRate", "commentRate", "likeRate", "saveRate", "shareToLikeRatio", "commentToLikeRatio",
+    "viewsPerFollower",
+)
+
+#: ``full``: all 15 features ("how viral is a video whose counts I know").
+#: ``prepublication``: only what is known before posting (duration, hashtags,
+#: sound, caption, followers, weekday, hour); the others are held at their
+#: pipeline-bridge defaults and get weight 0.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "full": FEATURE_NAMES,
+    "prepublication": tuple(n for n in FEATURE_NAMES if n not in POST_PUBLICATION_FEATURES),
+}
+
+
+def feature_set_mask(feature_set: str) -> np.ndarray:
+    """Boolean mask of shape (15,): True for the features ``feature_set`` learns from.
+
+    Raises
+    ------
+    ValueError
+        For an unknown feature set.
+    """
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature set must be one of {', '.join(FEATURE_SETS)}, got {feature_set!r}")
+    used = set(FEATURE_SETS[feature_set])
+    return np.array([name in used for name in FEATURE_NAMES])
+
+
+def hold_features(X: np.ndarray, feature_set: str) -> np.ndarray:
+    """Copy of ``X`` (shape (n_samples, 15)) with the features outside ``feature_set``
+    set to their pipeline-bridge defaults (:func:`feature_vector_to_ml_input` of ``{}``)."""
+    mask = feature_set_mask(feature_set)
+    out = np.array(X, dtype=np.float64, copy=True)
+    out[:, ~mask] = feature_vector_to_ml_input({})[~mask]
+    return out

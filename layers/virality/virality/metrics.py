@@ -310,9 +310,9 @@ def _percentile_interval(estimate: float, values: np.ndarray, level: float, n_re
                     n_resamples=n_resamples, seed=seed)
 
 
-def _fast_intervals(y_true: np.ndarray, proba: np.ndarray, n_resamples: int, seed: int,
-                    level: float = 0.95, n_bins: int = 10) -> dict[str, Interval]:
-    """The :data:`INTERVAL_METRICS` intervals, vectorised over resamples.
+def bootstrap_intervals(y_true: np.ndarray, proba: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95, n_bins: int = 10) -> dict[str, Interval]:
+    """Bootstrap intervals of every metric in :data:`INTERVAL_METRICS`, vectorised over resamples.
 
     Same resamples and values as :func:`bootstrap_interval` on each metric
     (a test checks it), at a small fraction of the cost: per-row quantities are
@@ -420,5 +420,5 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, *, n_resamples: int = 0, see
         classwise_ece=classwise_calibration_error(y_true, proba),
         mce=maximum_calibration_error(y_true, proba),
         reliability=reliability_table(y_true, proba),
-        intervals=_fast_intervals(y_true, proba, n_resamples, seed) if n_resamples and n else None,
+        intervals=bootstrap_intervals(y_true, proba, n_resamples=n_resamples, seed=seed) if n_resamples and n else None,
     )
