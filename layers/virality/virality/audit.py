@@ -409,8 +409,7 @@ def read_window(client: Any, config: AuditConfig, now: datetime) -> tuple[list[O
             entry["sha256"] = hashlib.sha256(source.body).hexdigest()
             outcomes = read_outcomes(source.body, f"s3://{config.data_bucket}/{item.key}")
         except (DataValidationError, TrainingDataTooLargeError, TrainingSourceNotFoundError) as exc:
-            skipped.append({**entry, "error": str(exc), "errorType": type(exc).__name__,
-                            "row": getattr(exc, "row", None), "column": getattr(exc, "column", None)})
+            skipped.append(_skipped(entry, exc))
             continue
         parsed.append(outcomes)
         read.append({**entry, "format": outcomes.format, "rows": len(outcomes)})
@@ -585,6 +584,38 @@ def _recalibration_text(artifact: ModelArtifact, c: CalibrationInfo) -> str:
             f"held-out ECE    {c.eceBefore:.4f} -> {c.eceAfter:.4f}\n"
             f"held-out loss   {c.logLossBefore:.4f} -> {c.logLossAfter:.4f}\n"
             f"outcomes        {', '.join(k[len('outcome:'):] for k in p if k.startswith('outcome:'))}\n")
+
+
+def _skipped(entry: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    return {**entry, "error": str(exc), "errorType": type(exc).__name__, "row": getattr(exc, "row", None),
+            "column": getattr(exc, "column", None)}
+
+
+def audit_files(model: ViralityModel, files: Sequence[tuple[str, bytes]], *, ece_threshold: float = 0.15,
+                min_rows: int = 200, n_resamples: int = 1000) -> dict[str, Any]:
+    """Audit ``model`` on local outcome files ``(name, bytes)``: the report document, no S3, no recalibration.
+
+    Bad files are skipped and reported by row and column, as in the Lambda.
+    """
+    outcomes, read, skipped = [], [], []
+    for name, body in files:
+        entry: dict[str, Any] = {"key": name, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        try:
+            parsed = read_outcomes(body, name)
+        except DataValidationError as exc:
+            skipped.append(_skipped(entry, exc))
+            continue
+        outcomes.append(parsed)
+        read.append({**entry, "format": parsed.format, "rows": len(parsed)})
+    figures, *_ = judge(model, outcomes, n_resamples=n_resamples)
+    return {
+        "schema": REPORT_SCHEMA, "auditedAt": utc_now_iso(), "window": None,
+        "outcomes": {"bucket": None, "prefix": None, "objects": read, "skipped": skipped},
+        "settings": {"eceThreshold": ece_threshold, "minRows": min_rows, "autoRecalibrate": False,
+                     "bootstrapResamples": n_resamples, "bins": 10},
+        "model": figures.model_dump(exclude_none=True), "previous": None,
+        "decision": decide(figures, threshold=ece_threshold, min_rows=min_rows), "recalibration": None,
+    }
 
 
 # --------------------------------------------------------------------------- text output
