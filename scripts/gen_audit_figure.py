@@ -19,18 +19,18 @@ try:
 except ImportError:
     sys.path.insert(0, str(REPO / "layers" / "virality"))
 
-from virality.audit import RECALIBRATION_SEED, audit_files, judge, read_outcomes, temperature_scaled
-from virality.auditplot import reliability_png
-from virality.calibration import fit_temperature
-from virality.datasets import records_to_jsonl, stratified_split
-from virality.model import ViralityModel
-from virality.synthetic import sample_csv, sample_records
-from virality.training import TrainingConfig, train_file
-
 OUT = REPO / "docs" / "img" / "audit-reliability.png"
 
 
 def main() -> int:
+    from virality.audit import RECALIBRATION_SEED, audit_files, judge, read_outcomes, temperature_scaled
+    from virality.auditplot import reliability_png
+    from virality.calibration import fit_temperature
+    from virality.datasets import records_to_jsonl, stratified_split
+    from virality.model import ViralityModel
+    from virality.synthetic import sample_csv, sample_records
+    from virality.training import TrainingConfig, train_file
+
     over = train_file(sample_csv(150, 1), "small.csv", TrainingConfig(l2=1e-6, calibration="none"),
                       model_version="over-confident (150 rows, l2 1e-6)").artifact
     records = sample_records(2000, 2)

@@ -247,14 +247,18 @@ def test_bad_outcome_file_beside_good_ones_is_reported_by_row_and_column_and_ski
     upload(s3, "outcomes/bad.csv", "\n".join([lines[0], lines[1], lines[2], ",".join(row)]).encode() + b"\n")
     upload(s3, "outcomes/bad.jsonl", b'{"views": 10}\n{not json}\n')
     upload(s3, "outcomes/labels.csv", (lines[0] + ",labelViews\n" + lines[1] + ",-5\n").encode())
+    upload(s3, "outcomes/deep.jsonl", b'{"views": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n")
+    upload(s3, "outcomes/binary.csv", b"\xff\xfe\x00garbage")
     result = run(audit_app, lambda_context)
-    assert result["rows"] == 600 and result["objects"] == 1 and result["skipped"] == 3
+    assert result["rows"] == 600 and result["objects"] == 1 and result["skipped"] == 5
     doc = read_json(s3, result["reportKey"])
     skipped = {s["key"]: s for s in doc["outcomes"]["skipped"]}
     assert skipped["outcomes/bad.csv"]["row"] == 4 and skipped["outcomes/bad.csv"]["column"] == "likes"
     assert skipped["outcomes/bad.jsonl"]["row"] == 1 and skipped["outcomes/bad.jsonl"]["errorType"] == \
         "DataValidationError"
     assert skipped["outcomes/labels.csv"]["row"] == 2 and skipped["outcomes/labels.csv"]["column"] == "labelViews"
+    assert skipped["outcomes/deep.jsonl"]["errorType"] == skipped["outcomes/binary.csv"]["errorType"] == \
+        "DataValidationError"
     assert all(s["versionId"] and s["sha256"] for s in skipped.values())
     assert [o["key"] for o in doc["outcomes"]["objects"]] == ["outcomes/good.csv"]
     assert result["decision"]["status"] == "ok"

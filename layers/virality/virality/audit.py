@@ -158,8 +158,20 @@ def read_outcomes(data: bytes, source: str = "") -> Outcomes:
     Raises
     ------
     DataValidationError
-        Naming the row and column, as for training data.
+        Naming the row and column, as for training data; also for any file a
+        reader chokes on (e.g. nesting too deep), so one bad file never stops
+        the audit of the others.
     """
+    try:
+        return _read_outcomes(data, source)
+    except DataValidationError:
+        raise
+    except (ValueError, RecursionError, OverflowError, MemoryError) as exc:
+        raise DataValidationError(f"unreadable outcome file ({type(exc).__name__}: {str(exc)[:200]})",
+                                  location=source or None) from None
+
+
+def _read_outcomes(data: bytes, source: str) -> Outcomes:
     fmt = detect_format(data, source)
     if fmt == "seed-json":
         parts = read_seed_json(data, source)
