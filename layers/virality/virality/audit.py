@@ -524,10 +524,12 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
     """Fit ``T`` on one half of the outcome rows, check it on the other, publish ``W/T`` if log-loss improves.
 
     Publishing goes through the retrain protocol: a write-once claim of the
-    window, the write-once version, the promotion gate on the held-out half
-    and the conditional pointer write.
+    window (one recalibration per window, whatever the model), then
+    :func:`virality.promotion.release` - the write-once version, the
+    promotion gate on the held-out half and the conditional pointer write;
+    a retry after a crash finishes the claimed version.
     """
-    from .retraining import PromotionPolicy
+    from .promotion import Candidate, PromotionPolicy, release
 
     fit_idx, check_idx = stratified_split(tiers, 0.5, RECALIBRATION_SEED)
     y = tiers - 1
@@ -555,36 +557,9 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
     artifact = temperature_scaled(model.artifact, t, version, calibration)
     check = Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
     policy = PromotionPolicy(config.f1_tolerance, config.logloss_tolerance)
-    outcome = promote_version(store, artifact, check, policy, report=_recalibration_text(artifact, calibration))
-    return {"status": outcome["status"], "version": version, "modelKey": store.weights_key(version),
-            "promoted": outcome["promoted"], "reason": outcome["reason"], **held_out}
-
-
-def promote_version(store: AuditStore, artifact: ModelArtifact, check: Split, policy: Any, *,
-                    report: str) -> dict[str, Any]:
-    """Publish ``artifact`` write-once, run the promotion gate on ``check`` and move the pointer.
-
-    A retry finds the version published: it finishes the gate unless a decision is recorded.
-    """
-    from .errors import VersionExistsError
-    from .retraining import _headline, _move_pointer
-    from .training import evaluate_on
-
-    version = artifact.modelVersion
-    try:
-        key, sha256 = store.publish(artifact, report)
-    except VersionExistsError:
-        decision = store.read_promotion(version)
-        if decision is not None:
-            return {"status": "duplicate", "promoted": bool(decision.get("promoted")),
-                    "reason": f"already published: {decision.get('reason')}"}
-        key = store.weights_key(version)
-        artifact, sha256 = store.load_key(key)
-    evaluation = evaluate_on(ViralityModel(artifact), check)
-    promoted, reason = _move_pointer(store, artifact, key, sha256, check, evaluation, policy, False)
-    store.record_promotion(version, {"promoted": promoted, "reason": reason, "decidedAt": utc_now_iso(),
-                                     "metrics": _headline(evaluation), "source": "audit"})
-    return {"status": "published", "promoted": promoted, "reason": reason}
+    outcome = release(store, Candidate(artifact, check, _recalibration_text(artifact, calibration)), policy)
+    return {"status": "duplicate" if outcome.finished_before else "published", "version": outcome.version,
+            "modelKey": outcome.key, "promoted": outcome.promoted, "reason": outcome.reason, **held_out}
 
 
 def _recalibration_text(artifact: ModelArtifact, c: CalibrationInfo) -> str:
