@@ -383,3 +383,58 @@ def test_recalibrated_artifact_loads_and_keeps_the_argmax(s3):
     X = np.random.default_rng(0).random((200, 15))
     assert (ViralityModel(new).predict(X).tiers == ViralityModel(parent).predict(X).tiers).all()
     assert new.calibration.temperature == pytest.approx(3.0)
+
+
+class _FailingPuts:
+    """An S3 client whose ``put_object`` on matching keys fails ``times`` times (then works)."""
+
+    def __init__(self, client: Any, match: Any, times: int = 1) -> None:
+        self._client, self._match, self.left = client, match, times
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if self.left and self._match(kwargs["Key"]):
+            from botocore.exceptions import EndpointConnectionError
+
+            self.left -= 1
+            raise EndpointConnectionError(endpoint_url="https://s3.us-east-1.amazonaws.com")
+        return self._client.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("fails_on", ["latest.json", "/ml-weights.json", "/promotion.json", "audits/2"])
+def test_a_retry_after_a_failed_write_finishes_the_same_recalibration(s3, audit_app, lambda_context,
+                                                                     monkeypatch, fails_on):
+    """At-least-once, as retrain: the invocation raises, the retry of the same event converges."""
+    import boto3
+
+    monkeypatch.setenv("AUTO_RECALIBRATE", "true")
+    parent = misregularised_artifact()
+    publish(s3, parent)
+    upload(s3, "outcomes/a.csv", sample_csv(1000, 2))
+    event = scheduled()
+    proxy = _FailingPuts(boto3.client("s3", region_name="us-east-1"), lambda key: fails_on in key)
+    monkeypatch.setattr(audit_app, "_client", proxy)
+    with pytest.raises(Exception, match="Could not connect"):
+        audit_app.lambda_handler(copy.deepcopy(event), lambda_context)
+    assert proxy.left == 0
+    retry = audit_app.lambda_handler(copy.deepcopy(event), lambda_context)
+    new = [v for v in versions(s3) if v != parent.modelVersion]
+    assert len(new) == 1                                      # one recalibrated version, whatever failed
+    store = AuditStore(MODEL_BUCKET, PREFIX, lambda: s3)
+    pointer = store.read_pointer().pointer
+    assert pointer.version == new[0] and pointer.previous == parent.modelVersion
+    assert store.read_promotion(new[0])["promoted"] is True   # the release was seen through
+    assert len(s3.list_object_versions(Bucket=MODEL_BUCKET, Prefix=PREFIX + "latest.json")["Versions"]) == 2
+    if retry["modelVersion"] == parent.modelVersion:
+        assert retry["recalibration"]["version"] == new[0]
+        (report,) = reports(s3)
+        assert read_json(s3, report)["recalibration"]["version"] == new[0]
+    else:       # the version was published: the retry finished its release first, then audited it
+        assert fails_on != "/ml-weights.json" and retry["modelVersion"] == new[0]
+    # Late duplicates of the event audit the promoted recalibrated model once, and publish nothing.
+    late = audit_app.lambda_handler(copy.deepcopy(event), lambda_context)
+    assert late["modelVersion"] == new[0] and late["decision"]["status"] == "ok"
+    assert audit_app.lambda_handler(copy.deepcopy(event), lambda_context)["status"] == "duplicate"
+    assert versions(s3) == sorted([parent.modelVersion, new[0]]) and len(reports(s3)) <= 2

@@ -456,6 +456,9 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime
     summary, report : the summary and the report document (None when no model is published).
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
+    outcomes, read, skipped, window = read_window(client, config, now)
+    if config.auto_recalibrate:
+        finish_pending_recalibration(store, outcomes, window, config)
     state = store.read_pointer()
     if state is None:
         return AuditSummary(status="no-model", decision={"status": "no-model", "alarm": False,
@@ -463,7 +466,6 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime
     pointer = state.pointer
     artifact, sha256 = store.load_key(pointer.key, pointer.sha256)
     model = ViralityModel(artifact)
-    outcomes, read, skipped, window = read_window(client, config, now)
 
     figures, X, tiers, raw = judge(model, outcomes, n_resamples=config.n_resamples)
     figures = figures.model_copy(update={"modelKey": pointer.key, "sha256": sha256})
@@ -518,6 +520,42 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime
     return summary.model_copy(update={"reportKey": report_key, "recalibration": recalibration}), report
 
 
+def _recalibration_id(window: str) -> str:
+    return f"audit-recalibration:{window}"
+
+
+def _check_split(model: ViralityModel, outcomes: Sequence[Outcomes]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                            Split]:
+    X, tiers, raw = outcome_rows(model, outcomes)
+    fit_idx, check_idx = stratified_split(tiers, 0.5, RECALIBRATION_SEED)
+    return X, tiers, fit_idx, Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
+
+
+def finish_pending_recalibration(store: AuditStore, outcomes: Sequence[Outcomes], window: str,
+                                 config: AuditConfig) -> str | None:
+    """Finish a recalibration of this window that an earlier run published but did not see through.
+
+    A crash after the pointer moved (e.g. before ``promotion.json``) leaves the
+    recalibrated version promoted, so the retry audits *it* and would never call
+    :func:`recalibrate` again. The claim names the version; its held-out half is
+    recomputed (same preprocessing and tier cut points as its parent, same seed)
+    and :func:`virality.promotion.release` finishes the recorded decision.
+    Returns the finished version, or None when nothing was pending.
+    """
+    from .promotion import Candidate, PromotionPolicy, release
+
+    claim = store.get_json(store.claim_key(_recalibration_id(window)))
+    if claim is None:
+        return None
+    version = str(claim["version"])
+    if not store.version_exists(version) or store.read_promotion(version) is not None:
+        return None
+    artifact, _ = store.load_key(store.weights_key(version))
+    *_, check = _check_split(ViralityModel(artifact), outcomes)
+    release(store, Candidate(artifact, check), PromotionPolicy(config.f1_tolerance, config.logloss_tolerance))
+    return version
+
+
 def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: np.ndarray,
                 raw: RawVideos | None, config: AuditConfig, *, window: str, objects: list[dict[str, Any]],
                 threshold: float) -> dict[str, Any]:
@@ -532,6 +570,7 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
     from .promotion import Candidate, PromotionPolicy, release
 
     fit_idx, check_idx = stratified_split(tiers, 0.5, RECALIBRATION_SEED)
+    check = Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
     y = tiers - 1
     logits = X @ model.coef.T + model.intercept
     t = fit_temperature(logits[fit_idx], y[fit_idx])
@@ -544,7 +583,7 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
         return {"status": "rejected", "reason": f"temperature {t:.4f} does not improve held-out log-loss "
                                                 f"({ll_after:.4f} vs {ll_before:.4f})", **held_out}
     version = new_version_id()
-    claimed = store.claim_source(f"audit-recalibration:{window}", version)
+    claimed = store.claim_source(_recalibration_id(window), version)
     if claimed is not None and store.version_exists(claimed):
         decision = store.read_promotion(claimed)
         if decision is not None:
@@ -555,7 +594,6 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
                                     ece=(held_out["checkEceBefore"], held_out["checkEceAfter"]),
                                     loss=(ll_before, ll_after))
     artifact = temperature_scaled(model.artifact, t, version, calibration)
-    check = Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
     policy = PromotionPolicy(config.f1_tolerance, config.logloss_tolerance)
     outcome = release(store, Candidate(artifact, check, _recalibration_text(artifact, calibration)), policy)
     return {"status": "duplicate" if outcome.finished_before else "published", "version": outcome.version,
