@@ -49,7 +49,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -439,8 +439,8 @@ def _load_previous(store: AuditStore, version: str | None) -> tuple[ViralityMode
         return None
 
 
-def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime | None = None,
-              publish: Callable[..., dict[str, Any]] | None = None) -> tuple[AuditSummary, dict[str, Any] | None]:
+def run_audit(store: AuditStore, client: Any, config: AuditConfig,
+              now: datetime | None = None) -> tuple[AuditSummary, dict[str, Any] | None]:
     """Audit the promoted model on the outcome window ending at ``now`` and write the report once.
 
     Parameters
@@ -448,8 +448,7 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime
     store : AuditStore
         The model registry (pointer, versions, reports).
     client : boto3 S3 client for the data bucket.
-    publish : callable, optional
-        Replaces :func:`recalibrate` (tests inject faults here).
+    now : the end of the window (the scheduled event's time; default: now).
 
     Returns
     -------
@@ -493,8 +492,7 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig, now: datetime
 
     recalibration = None
     if decision["alarm"] and config.auto_recalibrate:
-        recalibration = (publish or recalibrate)(store, model, X, tiers, raw, config, window=window,
-                                                 objects=read, threshold=config.ece_threshold)
+        recalibration = recalibrate(store, model, X, tiers, raw, config, window=window, objects=read)
     report = {
         "schema": REPORT_SCHEMA, "auditedAt": utc_now_iso(),
         "window": {"start": _iso(now - timedelta(days=config.window_days)), "end": _iso(now),
@@ -557,8 +555,8 @@ def finish_pending_recalibration(store: AuditStore, outcomes: Sequence[Outcomes]
 
 
 def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: np.ndarray,
-                raw: RawVideos | None, config: AuditConfig, *, window: str, objects: list[dict[str, Any]],
-                threshold: float) -> dict[str, Any]:
+                raw: RawVideos | None, config: AuditConfig, *, window: str,
+                objects: list[dict[str, Any]]) -> dict[str, Any]:
     """Fit ``T`` on one half of the outcome rows, check it on the other, publish ``W/T`` if log-loss improves.
 
     Publishing goes through the retrain protocol: a write-once claim of the
