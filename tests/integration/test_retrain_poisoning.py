@@ -36,7 +36,7 @@ def _inverted_views(body: bytes) -> bytes:
         ratio = new / old if old > 0 else 1.0
         row["views"] = str(int(new))
         for name in COUNTS:
-            row[name] = str(int(round(float(row[name]) * ratio)))
+            row[name] = str(round(float(row[name]) * ratio))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
