@@ -24,7 +24,8 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     from .synthetic import sample_csv, sample_jsonl
 
     fmt = args.format or ("jsonl" if args.out.endswith((".jsonl", ".ndjson")) else "csv")
-    data = sample_jsonl(args.rows, args.seed) if fmt == "jsonl" else sample_csv(args.rows, args.seed)
+    data = (sample_jsonl(args.rows, args.seed, args.profile) if fmt == "jsonl"
+            else sample_csv(args.rows, args.seed, args.profile))
     Path(args.out).write_bytes(data)
     print(f"wrote {args.rows} SYNTHETIC video records ({fmt}, seed {args.seed}) to {args.out}", file=sys.stderr)
     return 0
@@ -64,6 +65,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     tiering = None
     if args.tier_thresholds:
         tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds))
+    if args.report_dir:
+        from .report import require_plotting
+
+        require_plotting()          # before training: a missing extra must not cost a training run
     l2 = None if args.l2 == "auto" and args.optimizer == "gd" else args.l2
     config = TrainingConfig(optimizer=args.optimizer, l2=l2, class_weight=args.class_weight, seed=args.seed,
                             test_fraction=args.test_fraction, tiering=tiering, calibration=args.calibration,
@@ -222,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=("csv", "jsonl"))
+    p.add_argument("--profile", choices=("default", "realistic"), default="default",
+                   help="realistic: tighter signal, heavier tails, abbreviated counts (miscalibrated at l2 0.001)")
     p.set_defaults(func=_cmd_sample_data)
 
     p = sub.add_parser("train", help="train from seed JSON, CSV or JSON Lines and write ml-weights.json")

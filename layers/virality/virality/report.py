@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .training import TrainingOutcome
 
 
+def require_plotting() -> None:
+    """Fail early (before any training) when ``--report-dir`` cannot draw its plots."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib
