@@ -69,6 +69,13 @@ def test_audit_failure_rules_match_retrain(template):
     assert audit["ReservedConcurrentExecutions"] == 1 and audit["RecursiveLoop"] == "Terminate"
 
 
+def _conditional_on(st: dict[str, Any]) -> str | None:
+    """The header a PutObject statement requires ("s3:if-none-match" / "s3:if-match"), else None."""
+    null = st.get("Condition", {}).get("Null", {})
+    (key,) = null or {None: None}
+    return key if key and null[key] == "false" else None
+
+
 def test_audit_iam_is_least_privilege(template):
     always, recal = _policy_statements(_fn_props(template, "AuditFunction"))
     for st in always:
@@ -76,15 +83,20 @@ def test_audit_iam_is_least_privilege(template):
         resources = [_text(r) for r in _as_list(st["Resource"])]
         if any(WRITE_ACTION.search(a) for a in actions):
             assert actions == ["s3:PutObject"] and resources == ["${ModelBucket.Arn}/models/audits/*"]
+            assert _conditional_on(st) == "s3:if-none-match"        # write-once in IAM, not only in code
         elif "s3:ListBucket" in actions:
             assert resources in (["${DataBucket.Arn}"], ["${ModelBucket.Arn}"])
             assert _list_prefixes(st) == (["outcomes/*"] if resources == ["${DataBucket.Arn}"] else ["models/*"])
         else:
             assert set(actions) <= {"s3:GetObject", "s3:GetObjectVersion"}
             assert resources in (["${DataBucket.Arn}/outcomes/*"], ["${ModelBucket.Arn}/models/*"])
-    # Only with recalibration on: new versions and the pointer (conditional writes, as retrain's).
-    assert [(_as_list(s["Action"]), [_text(r) for r in _as_list(s["Resource"])]) for s in recal] == [
-        (["s3:PutObject"], ["${ModelBucket.Arn}/models/*"])]
+    # Only with recalibration on: what the release protocol needs, every write conditional.
+    writes = {(_text(s["Resource"]), _conditional_on(s)) for s in recal if s["Action"] == "s3:PutObject"}
+    assert writes == {("${ModelBucket.Arn}/models/*", "s3:if-none-match"),
+                      ("${ModelBucket.Arn}/models/latest.json", "s3:if-match")}
+    others = {(s["Action"], _text(s["Resource"])) for s in recal if s["Action"] != "s3:PutObject"}
+    assert others == {("s3:GetObjectVersion", "${ModelBucket.Arn}/models/latest.json"),
+                      ("s3:ListBucketVersions", "${ModelBucket.Arn}")}
     # Nothing may write to the data bucket.
     for st in always + recal:
         if any(WRITE_ACTION.search(a) for a in _as_list(st["Action"])):
