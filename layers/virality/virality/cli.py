@@ -387,6 +387,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  prefix=args.prefix, refresh_seconds=args.refresh_seconds)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_files, format_audit
+
+    files = [(name, Path(name).read_bytes()) for name in args.outcomes]
+    if args.local_s3:
+        from .localaudit import local_s3_audit
+
+        env = {"AUTO_RECALIBRATE": "true" if args.recalibrate else "false", "AUDIT_MIN_ROWS": str(args.min_rows),
+               "CALIBRATION_ECE_THRESHOLD": str(args.threshold)}
+        _, report = local_s3_audit(files, model=Path(args.model).read_bytes() if args.model else None, env=env)
+    else:
+        from .artifact import load_artifact
+        from .model import ViralityModel
+
+        if not args.model or not files:
+            raise ViralityError("give --model ml-weights.json and at least one outcome file (or --local-s3)")
+        model = ViralityModel(load_artifact(Path(args.model).read_bytes(), source=args.model))
+        report = audit_files(model, files, ece_threshold=args.threshold, min_rows=args.min_rows)
+    if args.png:
+        from .auditplot import reliability_png
+
+        print(f"wrote {reliability_png(report, Path(args.png))}", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else format_audit(report), end="\n" if args.json else "")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virality", description="TikTok virality model: data, training, prediction.")
     parser.add_argument("--version", action="version", version=f"virality {__version__}")
@@ -458,6 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="handler logs as readable lines without EMF metrics (console, default) "
                         "or as the JSON lines and EMF metrics Lambda writes (json)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("audit", help="calibration audit of a model on labelled outcome files")
+    p.add_argument("outcomes", nargs="*", metavar="OUTCOMES",
+                   help="outcome files (CSV / JSON Lines with final views or labelViews, or seed JSON)")
+    p.add_argument("--model", help="ml-weights.json to audit (with --local-s3: publish it instead of training one)")
+    p.add_argument("--json", action="store_true", help="print the report document instead of the text audit")
+    p.add_argument("--png", metavar="FILE", help="draw the reliability diagram (needs the plots extra)")
+    p.add_argument("--threshold", type=float, default=0.15, help="ECE alarm threshold (default 0.15)")
+    p.add_argument("--min-rows", type=int, default=200, help="fewer rows: insufficient data (default 200)")
+    p.add_argument("--local-s3", action="store_true",
+                   help="run the audit Lambda handler against a local S3 (sample model and outcomes by default)")
+    p.add_argument("--recalibrate", action="store_true", help="with --local-s3: AUTO_RECALIBRATE=true")
+    p.set_defaults(func=_cmd_audit)
 
     for name, func, text in (("versions", _cmd_versions, "list published versions (* = promoted)"),
                              ("rollback", _cmd_rollback, "point latest.json at an earlier version")):

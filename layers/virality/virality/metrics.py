@@ -75,6 +75,34 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5)
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def population_stability_index(expected: np.ndarray, actual: np.ndarray, eps: float = 1e-4) -> float:
+    """PSI of two distributions over the same categories (e.g. the tier mix).
+
+    ``sum_k (a_k - e_k) * ln(a_k / e_k)`` over the shares ``a = actual / sum(actual)`` and
+    ``e = expected / sum(expected)``; a share of 0 is raised to ``eps`` (then both are
+    renormalised) so an empty category costs a large but finite amount. Rule of thumb:
+    < 0.1 stable, 0.1-0.25 a moderate shift, > 0.25 a major shift.
+
+    Parameters
+    ----------
+    expected : ndarray of shape (n_categories,), counts or shares (e.g. the training tier mix)
+    actual : ndarray of shape (n_categories,), counts or shares (e.g. the outcomes' tier mix)
+
+    Returns
+    -------
+    float
+        >= 0; 0 when the two mixes are equal.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape or e.ndim != 1 or e.sum() <= 0 or a.sum() <= 0 or (e < 0).any() or (a < 0).any():
+        raise ValueError("expected and actual must be non-negative 1-D counts of the same length, each with a positive sum")
+    e = np.maximum(e / e.sum(), eps)
+    a = np.maximum(a / a.sum(), eps)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def log_loss(y_true: np.ndarray, proba: np.ndarray, eps: float = 1e-15) -> float:
     """Mean negative log-likelihood, probabilities clipped to ``[eps, 1]``."""
     p = np.clip(proba[np.arange(y_true.shape[0]), y_true], eps, 1.0)
