@@ -120,7 +120,9 @@ def model_info() -> ModelInfo:
         # the training file's name and sha256, never its bucket (account id) or path
         "data": public_data_provenance(a.data.model_dump(mode="json")) if a.data else None,
         "featureSet": a.featureSet or "full",
-        "calibration": a.calibration.model_dump(mode="json", exclude_none=True) if a.calibration else None,
+        # provenance names outcome objects (keys, version ids): kept in the artifact, not shown to API clients
+        "calibration": (a.calibration.model_dump(mode="json", exclude_none=True, exclude={"provenance"})
+                        if a.calibration else None),
     }
 
 

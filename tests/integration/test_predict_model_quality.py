@@ -44,3 +44,18 @@ def test_model_info_of_an_artifact_without_the_new_fields_says_full(store: Any, 
     model_env()
     info = invoke(api_event("GET", "/model")).body
     assert info["featureSet"] == "full" and info["calibration"] is None
+
+
+def test_model_info_does_not_show_where_an_audit_calibration_came_from(store: Any, model_env: Any, invoke: Any,
+                                                                       prepublication_artifact: Any) -> None:
+    # Given a model recalibrated by the audit, whose calibration names the outcome objects it used
+    calibration = prepublication_artifact.calibration.model_copy(update={
+        "source": "audit", "provenance": {"outcome:outcomes/2026-11/export.csv": "versionId=abc sha256=0f"}})
+    store.base = prepublication_artifact
+    store.promote(version_id(5), calibration=calibration)
+    model_env()
+    # When GET /model is asked
+    info = invoke(api_event("GET", "/model")).body
+    # Then the temperature and its source are shown, the object keys are not
+    assert info["calibration"]["source"] == "audit"
+    assert "provenance" not in info["calibration"] and "outcomes/" not in str(info)
