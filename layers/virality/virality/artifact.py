@@ -34,6 +34,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+class ClusterInfo(_Model):
+    """Where a Spark training ran and what it cost (``training.cluster``; engine ``spark`` only)."""
+
+    master: str
+    sparkVersion: str
+    executors: int
+    defaultParallelism: int
+    partitions: int
+    passes: int = Field(description="full passes over the cached training blocks")
+    warmStartRows: int = Field(0, description="rows of the driver-side warm start (0: none)")
+    quantiles: str = Field(description="exact | approximate (tier cut points and caps)")
+    quantileRelativeError: float = 0.0
+    evaluationRows: int = Field(description="test rows evaluated (a hash sample beyond a limit)")
+    split: str
+
+
 class TrainingInfo(_Model):
     optimizer: str
     l2: float = Field(description="lambda of (lambda/2)*||W||^2")
@@ -46,6 +62,8 @@ class TrainingInfo(_Model):
     seed: int
     testFraction: float | None = None
     durationSeconds: float
+    engine: str | None = Field(None, description="spark when trained on Spark; absent: the NumPy trainer")
+    cluster: ClusterInfo | None = None
 
 
 class SplitRows(_Model):

@@ -51,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingConfig, format_report, train_file
 
     path = Path(args.data)
+    if args.engine == "spark":
+        return _train_spark(args)
     data = path.read_bytes()
     tiering = None
     if args.tier_thresholds:
@@ -63,6 +65,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          progress=_progress_printer(len(data) > 5_000_000 or args.verbose))
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))
     print(format_report(outcome.artifact), end="")
+    print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _train_spark(args: argparse.Namespace) -> int:
+    from .artifact import dump_artifact
+    from .sparktrain import spark_session, train_spark
+    from .tiering import Tiering
+    from .training import TrainingConfig, format_report
+
+    tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds)) if args.tier_thresholds else None
+    config = TrainingConfig(optimizer=args.optimizer, l2=args.l2, class_weight=args.class_weight, seed=args.seed,
+                            test_fraction=args.test_fraction, tiering=tiering)
+    fmt = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}.get(args.format or "")
+    if args.format == "seed-json":
+        raise ViralityError("--engine spark reads raw records (CSV, JSON Lines, Parquet), not seed JSON")
+    started = time.perf_counter()
+    print(f"training on {args.data} with Spark ({args.spark_master})...", file=sys.stderr)
+    spark = spark_session(args.spark_master)
+    try:
+        run = train_spark(spark, args.data, config, fmt=fmt, model_version=args.model_version)
+    finally:
+        spark.stop()
+    Path(args.out).write_bytes(dump_artifact(run.outcome.artifact))
+    print(format_report(run.outcome.artifact), end="")
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
     return 0
 
@@ -191,7 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=("none", "balanced"), default="none")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection")
+    p.add_argument("--format", choices=("seed-json", "csv", "jsonl", "parquet"),
+                   help="skip format detection (parquet: --engine spark only)")
+    p.add_argument("--engine", choices=("numpy", "spark"), default="numpy",
+                   help="numpy: in memory on this machine; spark: Apache Spark (the [spark] extra, Java 17+), "
+                        "for files past one machine's memory")
+    p.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
     p.add_argument("--tier-thresholds", type=float, nargs=4, metavar="VIEWS",
                    help="fixed view-count cut points instead of quintiles")
     p.add_argument("--model-version", help="version id to write (default: a fresh timestamped id)")
