@@ -32,6 +32,7 @@ from virality.errors import (
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.registry import ModelRegistry, default_client_factory, read_source
 from virality.retraining import PromotionPolicy, RetrainSummary, retrain
+from virality.sparkjob import SparkSettings, route_upload
 from virality.training import TrainingConfig
 
 _client: Any = None
@@ -108,6 +109,11 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
                             class_weight=settings.train_class_weight)
     policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance)
     try:
+        routed = route_upload(s3_client(), bucket, key, version_id, SparkSettings.from_env())
+        if routed is not None:    # too big for this function: a Spark job run trains and publishes it
+            metrics.add_metric(name="TrainingsSubmitted", unit=MetricUnit.Count, value=1)
+            logger.info("handed to Spark", extra={"bucket": bucket, "key": key, **routed})
+            return RetrainSummary(sourceBucket=bucket, sourceKey=key, **routed), False
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)
         summary = retrain(registry, source, config, policy)
     except _DATA_ERRORS as exc:

@@ -56,7 +56,7 @@ class PromotionPolicy:
 class RetrainSummary(BaseModel):
     """What one record of a retrain event did (returned and logged)."""
 
-    status: str = Field(description="published | duplicate | ignored | failed")
+    status: str = Field(description="published | duplicate | ignored | failed | submitted (to Spark)")
     sourceBucket: str | None = None
     sourceKey: str
     sourceVersion: str | None = None
@@ -69,6 +69,7 @@ class RetrainSummary(BaseModel):
     durationSeconds: float = 0.0
     error: str | None = None
     errorType: str | None = None
+    jobRunId: str | None = Field(None, description="EMR Serverless job run training this upload (submitted)")
 
 
 def _headline(report: EvaluationReport) -> dict[str, float]:

@@ -64,8 +64,6 @@ def identify_source(source: str, version_id: str | None, client_factory: Any = d
             kwargs["VersionId"] = version_id
         head = client_factory().head_object(**kwargs)
         version = head.get("VersionId") or version_id
-        if version == "null":
-            version = None
         source_id = f"{bucket}/{key}#{version or head['ETag']}"
         meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
         return source_id, {"sourceBucket": bucket, "sourceKey": key, "sourceVersion": version, "metadata": meta}
