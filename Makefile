@@ -15,7 +15,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 export PYTHONPATH := $(CURDIR)/layers/virality
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv tools test lint unit template layer-check demo serve invoke bench openapi baseline build clean
+.PHONY: help venv tools test lint unit template layer-check demo serve invoke bench openapi baseline build spark-archive clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ baseline: $(STAMP)  ## retrain the bundled baseline model on the synthetic sampl
 
 build: $(TOOLS_STAMP)  ## sam build (needs python3.12 on PATH)
 	$(TOOLS_VENV)/bin/sam build
+
+spark-archive: $(STAMP)  ## build/spark/: spark_entry.py + virality-spark.zip for EMR Serverless (spark.submit.pyFiles)
+	$(PY) scripts/build_spark_archive.py --out build/spark
 
 clean:  ## remove virtualenvs and build output
 	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam build .pytest_cache .ruff_cache

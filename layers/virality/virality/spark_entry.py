@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 # Absolute imports: EMR runs this file as a script, with the library zip on the path.
-from virality.errors import DataValidationError, VersionExistsError, ViralityError
+from virality.errors import DataValidationError, ModelNotFoundError, VersionExistsError, ViralityError
 from virality.model import ViralityModel
 from virality.registry import ModelRegistry, default_client_factory
 from virality.retraining import FORCE_PROMOTE_METADATA, PromotionPolicy, RetrainSummary, _promote
@@ -86,30 +86,32 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
     config = TrainingConfig(l2=args.l2, class_weight=args.class_weight, seed=args.seed,
                             test_fraction=args.test_fraction)
     policy = PromotionPolicy(args.f1_tolerance, args.logloss_tolerance)
-    version = new_version_id()
-    claimed = registry.claim_source(source_id, version)
-    if claimed is not None:
-        version = claimed
-        if registry.version_exists(version):
-            decision = registry.read_promotion(version)
-            if decision is not None:
-                return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
-                                      promoted=bool(decision.get("promoted")),
-                                      reason=f"this source was already processed: {decision.get('reason')}",
-                                      durationSeconds=time.perf_counter() - started, **base)
+    known = _peek_claim(registry, source_id)
+    if known is not None and registry.version_exists(known):
+        decision = registry.read_promotion(known)
+        if decision is not None:       # done before: publish nothing, train nothing
+            return RetrainSummary(status="duplicate", version=known, modelKey=registry.weights_key(known),
+                                  promoted=bool(decision.get("promoted")),
+                                  reason=f"this source was already processed: {decision.get('reason')}",
+                                  durationSeconds=time.perf_counter() - started, **base)
     own_session = spark is None
     if spark is None:
         # Under spark-submit (EMR Serverless) the JVM started this Python: keep its master.
         launched = "PYSPARK_GATEWAY_PORT" in os.environ
         spark = spark_session(args.spark_master or (None if launched else "local[*]"))
     try:
+        # Validation happens here: rejected data leaves nothing behind, not even a claim.
         trained = train_spark(spark, args.read_path or args.source, config, fmt=args.format,
-                              source=args.source, sha256=_sha(source_id), model_version=version)
+                              source=args.source, sha256=_sha(source_id), model_version=known or new_version_id())
     finally:
         if own_session:
             spark.stop()
     artifact = trained.outcome.artifact
     rows = {"train": artifact.data.rows.train, "test": artifact.data.rows.test}
+    claimed = registry.claim_source(source_id, artifact.modelVersion)
+    version = claimed or artifact.modelVersion
+    if version != artifact.modelVersion:     # an earlier run claimed this source: publish under its id
+        artifact = artifact.model_copy(update={"modelVersion": version})
     if registry.version_exists(version):
         # Published by an earlier run whose gate never finished: finish it with that artifact.
         published, sha256 = registry.load_key(registry.weights_key(version))
@@ -124,6 +126,14 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
                               durationSeconds=time.perf_counter() - started, **base)
     return _promote(registry, artifact, key, sha256, trained.test, trained.outcome.test_report, policy, force,
                     rows, started, base)
+
+
+def _peek_claim(registry: ModelRegistry, source_id: str) -> str | None:
+    """The version an earlier run claimed for ``source_id``, without claiming it."""
+    try:
+        return str(json.loads(registry._get(registry.claim_key(source_id))["Body"].read())["version"])
+    except ModelNotFoundError:
+        return None
 
 
 def _sha(source_id: str) -> str:
