@@ -31,7 +31,7 @@ from virality.errors import (
 )
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.registry import ModelRegistry, default_client_factory, read_source
-from virality.retraining import PromotionPolicy, RetrainSummary, retrain
+from virality.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
 from virality.sparkjob import SparkSettings, route_upload
 from virality.training import TrainingConfig
 
@@ -89,7 +89,8 @@ def _ignored(key: str, bucket: str, reason: str) -> RetrainSummary:
     return RetrainSummary(status="ignored", sourceBucket=bucket, sourceKey=key, reason=reason)
 
 
-def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[RetrainSummary, bool]:
+def handle_record(record: S3EventRecord, settings: RetrainSettings,
+                  deadline: float | None = None) -> tuple[RetrainSummary, bool]:
     """Process one notification; returns the summary and whether a retry could help."""
     bucket = record.s3.bucket.name
     # S3 URL-encodes keys in notifications ("my+file.csv" for "my file.csv"); the record class does not decode.
@@ -107,7 +108,8 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
     registry = ModelRegistry(settings.model_bucket or bucket, settings.model_prefix, s3_client)
     config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.train_l2,
                             class_weight=settings.train_class_weight)
-    policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance)
+    policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance,
+                             settings.promotion_max_sharp_disagreement)
     try:
         routed = route_upload(s3_client(), bucket, key, version_id, SparkSettings.from_env())
         if routed is not None:    # too big for this function: a Spark job run trains and publishes it
@@ -115,7 +117,7 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
             logger.info("handed to Spark", extra={"bucket": bucket, "key": key, **routed})
             return RetrainSummary(sourceBucket=bucket, sourceKey=key, **routed), False
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)
-        summary = retrain(registry, source, config, policy)
+        summary = retrain(registry, source, config, policy, deadline=deadline)
     except _DATA_ERRORS as exc:
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.error("training data rejected; nothing was written",
@@ -147,8 +149,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings = RetrainSettings.from_env()
     results = []
     retryable = False
+    deadline = wall_clock() + context.get_remaining_time_in_millis() / 1000
     for record in s3_records(event):
-        summary, failed = handle_record(record, settings)
+        summary, failed = handle_record(record, settings, deadline)
         results.append(summary.model_dump(exclude_none=True))
         retryable = retryable or failed
     response = {"results": results}

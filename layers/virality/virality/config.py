@@ -83,5 +83,8 @@ class RetrainSettings(_EnvSettings):
     train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")
     promotion_f1_tolerance: float = Field(0.03, ge=0, description="New model may lose at most this much macro-F1.")
     promotion_logloss_tolerance: float = Field(0.05, ge=0, description="New model may gain at most this much log-loss.")
+    promotion_max_sharp_disagreement: float = Field(
+        0.25, ge=0, le=1, description="Largest share of the champion's reference holdout on which the new model's "
+                                      "tier may differ from the champion's by 2 or more.")
 
     _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)

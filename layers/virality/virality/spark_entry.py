@@ -6,11 +6,12 @@ hands an upload to when it is larger than ``SPARK_MIN_BYTES``
 (:mod:`virality.sparkjob`). It publishes exactly like the retrain Lambda:
 
 * the same source id (``bucket/key#versionId`` or ``#etag``) and the same
-  write-once claim, so the Lambda and Spark can never both publish one
-  upload, and a second run of the same object publishes nothing new;
-* the same write-once version (report first, weights last: a failed run
-  leaves no visible version) and the same promotion gate and conditional
-  pointer write.
+  write-once claim and lease (:func:`virality.retraining.acquire_lease`), so
+  the Lambda and Spark can never both publish one upload, and a second run of
+  the same object publishes nothing new (it does not even train);
+* the same release protocol (:func:`virality.promotion.release`): write-once
+  version with the weights last (a failed run leaves no visible version),
+  the promotion gate, the recorded decision and the conditional pointer write.
 
 Usage::
 
@@ -31,13 +32,15 @@ import time
 from typing import Any
 
 # Absolute imports: EMR runs this file as a script, with the library zip on the path.
-from virality.errors import DataValidationError, ModelNotFoundError, VersionExistsError, ViralityError
-from virality.model import ViralityModel
+from virality.errors import DataValidationError, ViralityError
+from virality.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
 from virality.registry import ModelRegistry, default_client_factory
-from virality.retraining import FORCE_PROMOTE_METADATA, PromotionPolicy, RetrainSummary, _promote
-from virality.training import TrainingConfig, evaluate_on
+from virality.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
+from virality.training import TrainingConfig
 
 EXIT_DATA = 1
+#: The lease taken once training is done covers publishing and the gate only.
+PUBLISH_LEASE_SECONDS = 900.0
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -76,7 +79,6 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
     """Train ``args.source`` on Spark and publish it through the registry protocol."""
     from virality.artifact import new_version_id
     from virality.sparktrain import spark_session, train_spark
-    from virality.training import format_report
 
     started = time.perf_counter()
     registry = ModelRegistry(args.model_bucket, args.model_prefix, client_factory)
@@ -85,15 +87,11 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
     force = args.force_promote or metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     config = TrainingConfig(l2=args.l2, class_weight=args.class_weight, seed=args.seed,
                             test_fraction=args.test_fraction)
-    policy = PromotionPolicy(args.f1_tolerance, args.logloss_tolerance)
-    known = _peek_claim(registry, source_id)
-    if known is not None and registry.version_exists(known):
-        decision = registry.read_promotion(known)
-        if decision is not None:       # done before: publish nothing, train nothing
-            return RetrainSummary(status="duplicate", version=known, modelKey=registry.weights_key(known),
-                                  promoted=bool(decision.get("promoted")),
-                                  reason=f"this source was already processed: {decision.get('reason')}",
-                                  durationSeconds=time.perf_counter() - started, **base)
+    policy = PromotionPolicy(args.f1_tolerance, args.logloss_tolerance, args.max_sharp_disagreement)
+    known = (registry.get_json(registry.claim_key(source_id)) or {}).get("version")
+    final = registry.read_promotion(known) if known else None
+    if final is not None:               # done before: train nothing, publish nothing
+        return _duplicate(registry, known, final, None, started, base)
     own_session = spark is None
     if spark is None:
         # Under spark-submit (EMR Serverless) the JVM started this Python: keep its master.
@@ -108,32 +106,34 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
             spark.stop()
     artifact = trained.outcome.artifact
     rows = {"train": artifact.data.rows.train, "test": artifact.data.rows.test}
-    claimed = registry.claim_source(source_id, artifact.modelVersion)
-    version = claimed or artifact.modelVersion
-    if version != artifact.modelVersion:     # an earlier run claimed this source: publish under its id
-        artifact = artifact.model_copy(update={"modelVersion": version})
-    if registry.version_exists(version):
-        # Published by an earlier run whose gate never finished: finish it with that artifact.
-        published, sha256 = registry.load_key(registry.weights_key(version))
-        report = evaluate_on(ViralityModel(published), trained.test)
-        return _promote(registry, published, registry.weights_key(version), sha256, trained.test, report, policy,
-                        force, rows, started, base)
+    # The retrain Lambda's lease on the same source id: one version per object, whoever runs it.
+    lease = acquire_lease(registry, source_id, wall_clock() + PUBLISH_LEASE_SECONDS)
+    if lease.final is not None:
+        return _duplicate(registry, lease.version, lease.final, rows, started, base)
     try:
-        key, sha256 = registry.publish(artifact, format_report(artifact))
-    except VersionExistsError:
-        return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
-                              reason="a concurrent run of this source published it", rows=rows,
-                              durationSeconds=time.perf_counter() - started, **base)
-    return _promote(registry, artifact, key, sha256, trained.test, trained.outcome.test_report, policy, force,
-                    rows, started, base)
+        if registry.version_exists(lease.version):
+            artifact, _ = registry.load_key(registry.weights_key(lease.version))   # an earlier run's weights
+        elif artifact.modelVersion != lease.version:
+            artifact = artifact.model_copy(update={"modelVersion": lease.version})
+        outcome = release(registry, Candidate(artifact, trained.test), policy, force=force)
+    except BaseException as exc:
+        release_lease(registry, source_id, lease, exc)
+        raise
+    if outcome.finished_before:
+        return _duplicate(registry, outcome.version, {"promoted": outcome.promoted, "reason": outcome.reason},
+                          rows, started, base)
+    return RetrainSummary(status="published", version=outcome.version, modelKey=outcome.key,
+                          promoted=outcome.promoted, reason=outcome.reason, rows=rows,
+                          metrics=outcome.metrics or None, durationSeconds=round(time.perf_counter() - started, 6),
+                          **base)
 
 
-def _peek_claim(registry: ModelRegistry, source_id: str) -> str | None:
-    """The version an earlier run claimed for ``source_id``, without claiming it."""
-    try:
-        return str(json.loads(registry._get(registry.claim_key(source_id))["Body"].read())["version"])
-    except ModelNotFoundError:
-        return None
+def _duplicate(registry: ModelRegistry, version: str, final: dict[str, Any], rows: dict[str, int] | None,
+               started: float, base: dict[str, Any]) -> RetrainSummary:
+    return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
+                          promoted=bool(final.get("promoted")),
+                          reason=f"this source was already processed: {final.get('reason')}", rows=rows,
+                          durationSeconds=round(time.perf_counter() - started, 6), **base)
 
 
 def _sha(source_id: str) -> str:
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--f1-tolerance", type=float, default=0.03)
     p.add_argument("--logloss-tolerance", type=float, default=0.05)
+    p.add_argument("--max-sharp-disagreement", type=float, default=0.25)
     p.add_argument("--force-promote", action="store_true")
     p.add_argument("--spark-master", help="default: spark-submit's master, else local[*]")
     return p
