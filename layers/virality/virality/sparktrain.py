@@ -53,7 +53,7 @@ from .artifact import (
     new_version_id,
     utc_now_iso,
 )
-from .datasets import Split
+from .datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
 from .errors import ConfigurationError, DataValidationError
 from .features import (
     FEATURE_NAMES,
@@ -109,6 +109,8 @@ def spark_session(master: str | None = "local[*]", app_name: str = "virality-tra
     if master is not None and master.startswith("local"):
         # A few hundred shuffle partitions suit a cluster, not one machine's cores.
         builder = builder.config("spark.sql.shuffle.partitions", str(max(2, os.cpu_count() or 2)))
+        # local: the driver JVM is the executor and holds the cached blocks (spilled to disk beyond)
+        builder = builder.config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "2g"))
     return (builder
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -162,6 +164,12 @@ def _validate_batches(location: str):
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             keys = batch["_key"].astype(str).tolist()
+            fast = _vectorised(batch)
+            if fast is not None:
+                yield pd.DataFrame({"_key": keys, "_errColumn": pd.Series([None] * len(keys), dtype=object),
+                                    "_errMessage": pd.Series([None] * len(keys), dtype=object),
+                                    **{name: getattr(fast, name) for name in RAW_SLOTS}})
+                continue
             records = batch.drop(columns=["_key"]).to_dict("records")
             builder = RawColumnsBuilder(location=location)
             ok: list[str] = []
@@ -192,6 +200,37 @@ def _validate_batches(location: str):
             yield out
 
     return run
+
+
+def _vectorised(batch: Any) -> RawVideos | None:
+    """The CSV reader's own bulk conversion of a batch, or None when something is odd (then: row by row).
+
+    Cells become the text a CSV would hold (blank for missing), so CSV, JSON
+    strings and typed Parquet columns all take the reader's vectorised path;
+    anything it refuses goes through :class:`RawColumnsBuilder`, which names
+    the record and column.
+    """
+    if "_corrupt_record" in batch.columns and batch["_corrupt_record"].notna().any():
+        return None
+    if not all(c in batch.columns for c in REQUIRED_COLUMNS) or not (
+            "captionLength" in batch.columns or "caption" in batch.columns):
+        return None
+    wanted = [c for c in (*REQUIRED_COLUMNS, "followers", "captionLength", "caption") if c in batch.columns]
+    try:
+        columns = {c: [_cell(v) for v in batch[c].tolist()] for c in wanted}
+        return _vectorised_csv(columns)
+    except _SlowPath:
+        return None
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))       # a Parquet double of a count, as the CSV would spell it
+    return str(value)
 
 
 def validated_raw(df: DataFrame, source: str, seed: int, test_fraction: float) -> tuple[DataFrame, str | None]:
@@ -364,8 +403,12 @@ class SparkObjective:
             if total == 0:
                 return acc
             # Public per-chunk objective with l2 = 0: block means of the data term, times the block weight.
-            loss, g_coef, g_int = loss_gradient(coef, intercept, X, y, 0.0, sw)
-            H = hessian(coef, intercept, X, y, 0.0, sw)
+            # One BLAS thread, as softmax.fit: the executors' cores already run one task each.
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                loss, g_coef, g_int = loss_gradient(coef, intercept, X, y, 0.0, sw)
+                H = hessian(coef, intercept, X, y, 0.0, sw)
             grad = np.column_stack([g_coef, g_int])
             return (acc[0] + total, acc[1] + loss * total, acc[2] + grad * total, acc[3] + H * total)
 
