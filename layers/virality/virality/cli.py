@@ -53,6 +53,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     path = Path(args.data)
     if args.engine == "spark":
         return _train_spark(args)
+    if args.format == "parquet":
+        raise ViralityError("--format parquet needs --engine spark")
     data = path.read_bytes()
     tiering = None
     if args.tier_thresholds:
@@ -82,12 +84,16 @@ def _train_spark(args: argparse.Namespace) -> int:
     if args.format == "seed-json":
         raise ViralityError("--engine spark reads raw records (CSV, JSON Lines, Parquet), not seed JSON")
     started = time.perf_counter()
+    from pyspark.sql import SparkSession
+
     print(f"training on {args.data} with Spark ({args.spark_master})...", file=sys.stderr)
-    spark = spark_session(args.spark_master)
+    running = SparkSession.getActiveSession()       # e.g. inside a notebook: use it, leave it running
+    spark = running or spark_session(args.spark_master)
     try:
         run = train_spark(spark, args.data, config, fmt=fmt, model_version=args.model_version)
     finally:
-        spark.stop()
+        if running is None:
+            spark.stop()
     Path(args.out).write_bytes(dump_artifact(run.outcome.artifact))
     print(format_report(run.outcome.artifact), end="")
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
