@@ -32,6 +32,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from virality.config import RetrainSettings
 from virality.errors import (
     DataValidationError,
+    RetrainInProgressError,
     TrainingDataTooLargeError,
     TrainingSourceNotFoundError,
     ViralityError,
@@ -152,6 +153,13 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
         return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
                               reason="training data rejected", error=str(exc), errorType=type(exc).__name__,
                               durationSeconds=time.perf_counter() - started), False
+    except RetrainInProgressError as exc:
+        # Another delivery of this event holds its lease: nothing written; come back later.
+        logger.warning("another delivery is processing this event", extra={"bucket": bucket, "key": key,
+                                                                          "error": str(exc)})
+        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
+                              reason="in progress in another delivery; retry later", error=str(exc),
+                              errorType=type(exc).__name__, durationSeconds=time.perf_counter() - started), True
     except Exception as exc:  # outermost edge of one record: report it, let the others run
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.exception("training failed", extra={"bucket": bucket, "key": key})
