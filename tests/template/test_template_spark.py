@@ -57,7 +57,11 @@ def test_the_job_role_reads_uploads_and_code_and_writes_only_models_and_logs(tem
         assert all(r != "*" for r in resources), st
         if "s3:PutObject" in actions:
             texts = [r["Fn::Sub"] for r in resources]
-            assert texts in (["${ModelBucket.Arn}/models/*"], ["${DataBucket.Arn}/emr/logs/*"]), st
+            assert texts in (["${ModelBucket.Arn}/models/*"], ["${ModelBucket.Arn}/models/latest.json"],
+                             ["${DataBucket.Arn}/emr/logs/*"]), st
+            if texts[0].startswith("${ModelBucket"):
+                # as for the retrain function: only conditional writes (write-once / compare-and-swap)
+                assert set(st["Condition"]["Null"]) <= {"s3:if-none-match", "s3:if-match"}, st
 
 
 def test_the_retrain_function_may_only_start_runs_and_pass_the_job_role(template: dict[str, Any]) -> None:

@@ -76,6 +76,7 @@ class RetrainSettings(_EnvSettings):
 
     model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's bucket).")
     model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
+    data_bucket: str | None = Field(None, description="Only events from this bucket are trained on (unset: any).")
     training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")
     max_training_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse training objects larger than this.")
     train_optimizer: Literal["newton", "gd"] = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")

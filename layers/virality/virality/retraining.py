@@ -80,7 +80,7 @@ class RetrainSummary(BaseModel):
 
     status: str = Field(description="published | duplicate | ignored | failed | submitted (to Spark)")
     sourceBucket: str | None = None
-    sourceKey: str
+    sourceKey: str | None = None
     sourceVersion: str | None = None
     version: str | None = None
     modelKey: str | None = None
