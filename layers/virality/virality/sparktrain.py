@@ -166,7 +166,8 @@ def _validate_batches(location: str):
             keys = batch["_key"].astype(str).tolist()
             fast = _vectorised(batch)
             if fast is not None:
-                yield pd.DataFrame({"_key": keys, "_errColumn": pd.Series([None] * len(keys), dtype=object),
+                yield pd.DataFrame({"_key": pd.Series(keys, dtype=object),
+                                    "_errColumn": pd.Series([None] * len(keys), dtype=object),
                                     "_errMessage": pd.Series([None] * len(keys), dtype=object),
                                     **{name: getattr(fast, name) for name in RAW_SLOTS}})
                 continue
@@ -189,12 +190,15 @@ def _validate_batches(location: str):
                     continue
                 ok.append(key)
             raw = builder.build()
-            out = pd.DataFrame({"_key": ok, "_errColumn": pd.Series([None] * len(ok), dtype=object),
+            out = pd.DataFrame({"_key": pd.Series(ok, dtype=object),
+                                "_errColumn": pd.Series([None] * len(ok), dtype=object),
                                 "_errMessage": pd.Series([None] * len(ok), dtype=object),
                                 **{name: getattr(raw, name) for name in RAW_SLOTS}})
             if errors:
-                bad = pd.DataFrame({"_key": [e[0] for e in errors], "_errColumn": [e[1] for e in errors],
-                                    "_errMessage": [e[2] for e in errors],
+                # object columns: pandas 3's Arrow-backed strings do not survive concat into Spark 4.0
+                bad = pd.DataFrame({"_key": pd.Series([e[0] for e in errors], dtype=object),
+                                    "_errColumn": pd.Series([e[1] for e in errors], dtype=object),
+                                    "_errMessage": pd.Series([e[2] for e in errors], dtype=object),
                                     **{name: np.full(len(errors), np.nan) for name in RAW_SLOTS}})
                 out = pd.concat([out, bad], ignore_index=True)
             yield out
