@@ -25,7 +25,7 @@ endif
 FORCE:
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv tools test test-quick typecheck lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam clean
+.PHONY: help venv tools test test-quick typecheck lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam spark-archive clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ cli: $(STAMP)  ## run the virality CLI from .venv: make cli ARGS="train videos.c
 
 sam: $(TOOLS_STAMP)  ## run the SAM CLI from .venv-tools: make sam ARGS="local invoke PredictFunction -e events/predict-single.json"
 	env -u PYTHONPATH $(TOOLS_VENV)/bin/sam $(ARGS)
+
+spark-archive: $(STAMP)  ## build/spark/: spark_entry.py + virality-spark.zip for EMR Serverless (spark.submit.pyFiles)
+	$(PY) scripts/build_spark_archive.py --out build/spark
 
 clean:  ## remove virtualenvs and build output
 	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam build .pytest_cache .ruff_cache

@@ -39,7 +39,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("MODEL_BUCKET", "MODEL_PREFIX", "MODEL_VERSION", "MODEL_REFRESH_SECONDS", "MAX_BATCH",
                  "MAX_BODY_BYTES", "TRAINING_PREFIX", "MAX_TRAINING_BYTES", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+                 "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "SPARK_APPLICATION_ID", "SPARK_MIN_BYTES"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -32,6 +32,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from virality.config import OUTCOMES_PREFIX, RetrainSettings
 from virality.errors import (
     DataValidationError,
+    RetrainInProgressError,
     TrainingDataTooLargeError,
     TrainingSourceNotFoundError,
     ViralityError,
@@ -39,6 +40,7 @@ from virality.errors import (
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.registry import ModelRegistry, default_client_factory, read_source
 from virality.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
+from virality.sparkjob import SparkSettings, route_upload
 from virality.training import TrainingConfig
 
 _client: Any = None
@@ -147,6 +149,11 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
     policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance,
                              settings.promotion_max_sharp_disagreement)
     try:
+        routed = route_upload(s3_client(), bucket, key, version_id, SparkSettings.from_env())
+        if routed is not None:    # too big for this function: a Spark job run trains and publishes it
+            metrics.add_metric(name="TrainingsSubmitted", unit=MetricUnit.Count, value=1)
+            logger.info("handed to Spark", extra={"bucket": bucket, "key": key, **routed})
+            return RetrainSummary(sourceBucket=bucket, sourceKey=key, **routed), False
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)
         summary = retrain(registry, source, config, policy, deadline=deadline)
     except _DATA_ERRORS as exc:
@@ -156,6 +163,13 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
         return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
                               reason="training data rejected", error=str(exc), errorType=type(exc).__name__,
                               durationSeconds=time.perf_counter() - started), False
+    except RetrainInProgressError as exc:
+        # Another delivery of this event holds its lease: nothing written; come back later.
+        logger.warning("another delivery is processing this event", extra={"bucket": bucket, "key": key,
+                                                                          "error": str(exc)})
+        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
+                              reason="in progress in another delivery; retry later", error=str(exc),
+                              errorType=type(exc).__name__, durationSeconds=time.perf_counter() - started), True
     except Exception as exc:  # outermost edge of one record: report it, let the others run
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.exception("training failed", extra={"bucket": bucket, "key": key})

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from virality.config import AuditSettings, PredictSettings, RetrainSettings
+from virality.sparkjob import SparkSettings
 
 pytestmark = pytest.mark.template
 
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 SETTINGS = {"PredictFunction": PredictSettings, "RetrainFunction": RetrainSettings, "AuditFunction": AuditSettings}
+# Settings models a function reads besides its own (the retrain function's Spark routing).
+EXTRA_SETTINGS: dict[str, tuple[Any, ...]] = {"RetrainFunction": (SparkSettings,)}
 # Names a function may set besides its settings: Powertools' own variables
 # (prefix) and a few standard ones read by the runtime or libraries.
 ALLOWED_EXTRA_ENV = {"AWS_LAMBDA_EXEC_WRAPPER", "PYTHONWARNINGS", "TZ"}
@@ -117,6 +120,9 @@ def _text(value: Any) -> str:
 
 def _resolve(template: dict[str, Any], value: Any) -> str:
     """Environment value as a string: parameters take their default, resources a placeholder."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        # Conditions are off by default (UseSpark=false): the false branch is what deploys.
+        return _resolve(template, value["Fn::If"][2])
     if isinstance(value, dict) and "Ref" in value:
         param = template.get("Parameters", {}).get(value["Ref"])
         return str(param["Default"]) if param is not None else f"resolved-{value['Ref'].lower()}"
@@ -172,7 +178,7 @@ def test_functions_have_no_dependencies_of_their_own(template, name):
 def test_environment_names_match_settings(template, name):
     settings = SETTINGS[name]
     env = _fn_props(template, name)["Environment"]["Variables"]
-    known = set(settings.env_names())
+    known = set(settings.env_names()).union(*(extra.env_names() for extra in EXTRA_SETTINGS.get(name, ())))
     unknown = {
         k for k in env if k not in known and not k.startswith("POWERTOOLS_") and k not in ALLOWED_EXTRA_ENV
     }
@@ -196,6 +202,8 @@ def test_template_defaults_are_valid_settings(template, name):
     env = _fn_props(template, name)["Environment"]["Variables"]
     values = {k: _resolve(template, v) for k, v in env.items()}
     settings = SETTINGS[name].from_env(values)  # raises ConfigurationError when invalid
+    for extra in EXTRA_SETTINGS.get(name, ()):
+        extra.from_env(values)
     assert settings.model_bucket == "resolved-modelbucket"
 
 

@@ -78,6 +78,22 @@ class CalibrationInfo(_Model):
         None, description="free-form origin of the calibration data (e.g. bucket/key, sha256, window)")
 
 
+class ClusterInfo(_Model):
+    """Where a Spark training ran and what it cost (``training.cluster``; engine ``spark`` only)."""
+
+    master: str
+    sparkVersion: str
+    executors: int
+    defaultParallelism: int
+    partitions: int
+    passes: int = Field(description="full passes over the cached training blocks")
+    warmStartRows: int = Field(0, description="rows of the driver-side warm start (0: none)")
+    quantiles: str = Field(description="exact | approximate (tier cut points and caps)")
+    quantileRelativeError: float = 0.0
+    evaluationRows: int = Field(description="test rows evaluated (a hash sample beyond a limit)")
+    split: str
+
+
 class TrainingInfo(_Model):
     optimizer: str
     l2: float = Field(description="lambda of (lambda/2)*||W||^2")
@@ -91,6 +107,8 @@ class TrainingInfo(_Model):
     testFraction: float | None = None
     durationSeconds: float
     l2Search: L2Search | None = Field(None, description="present when l2 was chosen by cross-validation")
+    engine: str | None = Field(None, description="spark when trained on Spark; absent: the NumPy trainer")
+    cluster: ClusterInfo | None = None
 
 
 class SplitRows(_Model):

@@ -225,6 +225,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if mapping is not None:
         train_file = _mapped_trainer(mapping, args)      # the same call below reads the export
     path = Path(args.data)
+    if args.engine == "spark":
+        return _train_spark(args)
+    if args.format == "parquet":
+        raise ViralityError("--format parquet needs --engine spark")
     data = path.read_bytes()
     tiering = None
     if args.tier_thresholds:
@@ -252,6 +256,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         written = write_report(outcome, Path(args.report_dir))
         print(f"\nwrote the report to {written}")
+    print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _train_spark(args: argparse.Namespace) -> int:
+    from .artifact import dump_artifact
+    from .sparktrain import spark_session, train_spark
+    from .tiering import Tiering
+    from .training import TrainingConfig, format_report
+
+    tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds)) if args.tier_thresholds else None
+    config = TrainingConfig(optimizer=args.optimizer, l2=args.l2, class_weight=args.class_weight, seed=args.seed,
+                            test_fraction=args.test_fraction, tiering=tiering)
+    fmt = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}.get(args.format or "")
+    if args.format == "seed-json":
+        raise ViralityError("--engine spark reads raw records (CSV, JSON Lines, Parquet), not seed JSON")
+    started = time.perf_counter()
+    from pyspark.sql import SparkSession
+
+    print(f"training on {args.data} with Spark ({args.spark_master})...", file=sys.stderr)
+    running = SparkSession.getActiveSession()       # e.g. inside a notebook: use it, leave it running
+    spark = running or spark_session(args.spark_master)
+    try:
+        run = train_spark(spark, args.data, config, fmt=fmt, model_version=args.model_version)
+    finally:
+        if running is None:
+            spark.stop()
+    Path(args.out).write_bytes(dump_artifact(run.outcome.artifact))
+    print(format_report(run.outcome.artifact), end="")
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.2f} s")
     return 0
 
@@ -458,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=("none", "balanced"), default="none")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--format", choices=("seed-json", "csv", "jsonl"), help="skip format detection")
+    p.add_argument("--format", choices=("seed-json", "csv", "jsonl", "parquet"),
+                   help="skip format detection (parquet: --engine spark only)")
+    p.add_argument("--engine", choices=("numpy", "spark"), default="numpy",
+                   help="numpy: in memory on this machine; spark: Apache Spark (the [spark] extra, Java 17+), "
+                        "for files past one machine's memory")
+    p.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
     p.add_argument("--tier-thresholds", type=float, nargs=4, metavar="VIEWS",
                    help="fixed view-count cut points instead of quintiles")
     p.add_argument("--model-version", help="version id to write (default: a fresh timestamped id)")

@@ -78,7 +78,7 @@ def wall_clock() -> float:
 class RetrainSummary(BaseModel):
     """What one record of a retrain event did (returned and logged)."""
 
-    status: str = Field(description="published | duplicate | ignored | failed")
+    status: str = Field(description="published | duplicate | ignored | failed | submitted (to Spark)")
     sourceBucket: str | None = None
     sourceKey: str | None = None
     sourceVersion: str | None = None
@@ -91,6 +91,7 @@ class RetrainSummary(BaseModel):
     durationSeconds: float = 0.0
     error: str | None = None
     errorType: str | None = None
+    jobRunId: str | None = Field(None, description="EMR Serverless job run training this upload (submitted)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,124 @@
+"""Routing: the retrain Lambda hands uploads above SPARK_MIN_BYTES to EMR Serverless (moto control plane)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATA_BUCKET, MODEL_BUCKET
+from tests.integration.retrain_helpers import all_keys, csv_bytes, event_for, put_training, run_one
+from virality.errors import ConfigurationError
+from virality.sparkjob import (
+    DEFAULT_SPARK_MIN_BYTES,
+    SparkLauncher,
+    SparkSettings,
+    client_token,
+    route_upload,
+    should_use_spark,
+)
+
+ROLE = "arn:aws:iam::123456789012:role/virality-spark-job"
+
+
+@pytest.fixture
+def emr(s3: Any) -> Any:
+    """moto's EMR Serverless with one Spark application (inside the same mock as ``s3``)."""
+    import boto3
+
+    client = boto3.client("emr-serverless", region_name="us-east-1")
+    # moto only accepts "emr-X.Y.0" labels; the template pins emr-spark-8.0.0 (Spark 4.0), which it rejects.
+    app = client.create_application(name="virality-train", releaseLabel="emr-7.12.0", type="SPARK")
+    client.app_id = app["applicationId"]
+    return client
+
+
+def _job_runs(emr: Any) -> list[dict[str, Any]]:
+    """Job runs of the application (moto answers ResourceNotFound until the first run exists)."""
+    emr.get_application(applicationId=emr.app_id)          # the application itself does exist
+    try:
+        return emr.list_job_runs(applicationId=emr.app_id)["jobRuns"]
+    except emr.exceptions.ResourceNotFoundException:
+        return []
+
+
+def _settings(app_id: str | None, min_bytes: int = 1000) -> SparkSettings:
+    env = {"SPARK_MIN_BYTES": str(min_bytes), "SPARK_JOB_ROLE_ARN": ROLE,
+           "SPARK_ENTRY_POINT": "s3://artifacts/spark/spark_entry.py",
+           "SPARK_PY_FILES": "s3://artifacts/spark/virality.zip", "MODEL_BUCKET": MODEL_BUCKET,
+           "SPARK_LOG_URI": "s3://logs/spark/"}
+    if app_id:
+        env["SPARK_APPLICATION_ID"] = app_id
+    return SparkSettings.from_env(env)
+
+
+def test_the_decision_is_size_against_the_threshold_and_only_when_enabled() -> None:
+    on = _settings("app-1", min_bytes=1000)
+    assert not should_use_spark(1000, on)          # "larger than": the threshold itself stays in the Lambda
+    assert should_use_spark(1001, on)
+    assert not should_use_spark(10**12, _settings(None))
+    assert SparkSettings.from_env({}).spark_min_bytes == DEFAULT_SPARK_MIN_BYTES
+    with pytest.raises(ConfigurationError, match="SPARK_MIN_BYTES"):
+        SparkSettings.from_env({"SPARK_MIN_BYTES": "0"})
+
+
+def test_a_large_upload_starts_one_job_run_of_the_entry_point(s3: Any, emr: Any) -> None:
+    put = put_training(s3, "training-data/big.csv", csv_bytes(600, 2))
+    settings = _settings(emr.app_id)
+    routed = route_upload(s3, DATA_BUCKET, "training-data/big.csv", put["VersionId"], settings)
+    assert routed is not None and routed["status"] == "submitted"
+    run = emr.get_job_run(applicationId=emr.app_id, jobRunId=routed["jobRunId"])["jobRun"]
+    assert run["executionRole"] == ROLE
+    submit = run["jobDriver"]["sparkSubmit"]
+    assert submit["entryPoint"] == "s3://artifacts/spark/spark_entry.py"
+    args = submit["entryPointArguments"]
+    assert args[args.index("--source") + 1] == f"s3://{DATA_BUCKET}/training-data/big.csv"
+    assert args[args.index("--source-version") + 1] == put["VersionId"]
+    assert args[args.index("--model-bucket") + 1] == MODEL_BUCKET
+    assert "spark.submit.pyFiles=s3://artifacts/spark/virality.zip" in submit["sparkSubmitParameters"]
+    # one token per object version: a redelivered event is the same StartJobRun request
+    source_id = f"{DATA_BUCKET}/training-data/big.csv#{put['VersionId']}"
+    assert routed["sourceVersion"] == put["VersionId"]
+    assert client_token(source_id) == client_token(source_id) != client_token(source_id + "x")
+
+
+def test_small_uploads_and_disabled_spark_stay_in_the_lambda(s3: Any, emr: Any) -> None:
+    put = put_training(s3, "training-data/small.csv", csv_bytes(600, 2))
+    size = s3.head_object(Bucket=DATA_BUCKET, Key="training-data/small.csv")["ContentLength"]
+    calls: list[Any] = []
+    launcher = SparkLauncher(_settings(emr.app_id, min_bytes=size), lambda: calls.append(1) or emr)
+    assert route_upload(s3, DATA_BUCKET, "training-data/small.csv", put["VersionId"],
+                        _settings(emr.app_id, min_bytes=size), launcher) is None
+    assert route_upload(s3, DATA_BUCKET, "training-data/small.csv", None, _settings(None), launcher) is None
+    assert route_upload(s3, DATA_BUCKET, "training-data/gone.csv", None, _settings(emr.app_id), launcher) is None
+    assert calls == []                              # no EMR client was even created
+    assert _job_runs(emr) == []
+
+
+def test_incomplete_spark_configuration_is_a_clear_error(s3: Any) -> None:
+    put_training(s3, "training-data/big.csv", csv_bytes(600, 2))
+    settings = SparkSettings.from_env({"SPARK_APPLICATION_ID": "app-1", "SPARK_MIN_BYTES": "10"})
+    with pytest.raises(ConfigurationError, match=r"SPARK_JOB_ROLE_ARN.*SPARK_ENTRY_POINT.*SPARK_PY_FILES"):
+        route_upload(s3, DATA_BUCKET, "training-data/big.csv", None, settings)
+
+
+def test_the_retrain_handler_returns_submitted_and_writes_no_model(s3: Any, emr: Any, retrain_app: Any,
+                                                                    lambda_context: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"SPARK_APPLICATION_ID": emr.app_id, "SPARK_JOB_ROLE_ARN": ROLE, "SPARK_MIN_BYTES": "1000",
+                        "SPARK_ENTRY_POINT": "s3://artifacts/spark/spark_entry.py",
+                        "SPARK_PY_FILES": "s3://artifacts/spark/virality.zip",
+                        "MODEL_BUCKET": MODEL_BUCKET}.items():
+        monkeypatch.setenv(name, value)
+    put = put_training(s3, "training-data/big.csv", csv_bytes(600, 2))
+    summary = run_one(retrain_app, lambda_context, event_for("training-data/big.csv", version_id=put["VersionId"]))
+    assert summary["status"] == "submitted"
+    assert summary["sourceKey"] == "training-data/big.csv"
+    runs = _job_runs(emr)
+    assert [r["id"] for r in runs] == [summary["jobRunId"]]
+    assert all_keys(s3) == set()                    # the Lambda itself wrote nothing
+    # below the threshold the Lambda trains and publishes as before
+    monkeypatch.setenv("SPARK_MIN_BYTES", str(10**9))
+    small = run_one(retrain_app, lambda_context, event_for("training-data/big.csv", version_id=put["VersionId"]))
+    assert small["status"] == "published"
+    assert len(_job_runs(emr)) == 1

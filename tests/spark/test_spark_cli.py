@@ -1,0 +1,42 @@
+"""``virality train DATA --engine spark``: the ordinary artifact, written by the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virality.artifact import load_artifact
+from virality.cli import EXIT_DATA, main
+from virality.synthetic import sample_jsonl
+
+
+def test_train_with_the_spark_engine_writes_a_valid_artifact(spark: Any, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "videos.jsonl"
+    data.write_bytes(sample_jsonl(1200, 9))
+    out = tmp_path / "ml-weights.json"
+    assert main(["train", str(data), "--engine", "spark", "--l2", "0.01", "--out", str(out)]) == 0
+    artifact = load_artifact(out.read_bytes())
+    doc = json.loads(out.read_text())
+    assert doc["training"]["engine"] == "spark" and doc["training"]["l2"] == 0.01
+    assert artifact.data.format == "jsonl" and artifact.training.converged
+    assert "test accuracy" in capsys.readouterr().out
+    assert spark.sparkContext._jsc is not None          # the CLI left the running session alone
+
+
+def test_seed_json_is_refused_by_the_spark_engine_with_one_line(spark: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "seed.json"
+    data.write_text("{}")
+    assert main(["train", str(data), "--engine", "spark", "--format", "seed-json"]) == EXIT_DATA
+    assert "raw records" in capsys.readouterr().err
+
+
+def test_parquet_without_the_spark_engine_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "videos.parquet"
+    data.write_bytes(b"PAR1")
+    assert main(["train", str(data), "--format", "parquet"]) == EXIT_DATA
+    assert "--engine spark" in capsys.readouterr().err
