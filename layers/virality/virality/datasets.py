@@ -21,10 +21,12 @@ import hashlib
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import jiter
 import numpy as np
 
 from . import NUM_CLASSES
@@ -87,24 +89,41 @@ class TrainingSet:
 # --------------------------------------------------------------------------- detection
 
 
+#: A first line longer than this is not parsed to tell seed JSON from JSON Lines:
+#: a seed file written on one line is the whole document, and parsing it twice was
+#: the most expensive step of detection.
+DETECT_PARSE_BYTES = 1 << 20
+
+
 def detect_format(data: bytes, source: str = "") -> DataFormat:
-    """Guess the format from the first non-blank character and, if needed, the name."""
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    """Guess the format from the first non-blank character and, if needed, the name.
+
+    Reads at most the first line, and parses it only when it is shorter than
+    :data:`DETECT_PARSE_BYTES`; longer lines are classified by their keys.
+    """
+    start = len(data) - len(data.lstrip(b"\xef\xbb\xbf \t\r\n"))
+    head = data[start:start + 1]
     lower = source.lower()
     if head == b"{":
         if lower.endswith((".jsonl", ".ndjson")):
             return "jsonl"
-        first_line = data.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
         # A seed file is one JSON document (usually spread over many lines or with
         # "trainSet" on its first line); JSON Lines has a whole object per line.
+        if end - start > DETECT_PARSE_BYTES:
+            return "seed-json" if any(data.find(k, start, end) >= 0 for k in _SEED_KEYS) else "jsonl"
         try:
-            obj = json.loads(first_line)
-        except ValueError:
+            obj = jiter.from_json(data[start:end], allow_inf_nan=True)
+        except ValueError:      # not a whole document on one line (or too deep): not JSON Lines
             return "seed-json"
         return "seed-json" if isinstance(obj, dict) and ("trainSet" in obj or "featureNames" in obj) else "jsonl"
     if head == b"":
         raise DataValidationError("the file is empty", location=source or None)
     return "csv"
+
+
+_SEED_KEYS = (b'"trainSet"', b'"featureNames"')
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -117,11 +136,9 @@ def _decode(data: bytes, source: str) -> str:
 # --------------------------------------------------------------------------- seed JSON
 
 
-def _seed_split(doc: Mapping[str, object], name: str, source: str) -> Split:
+def _seed_split_checked(part: Mapping[str, object], name: str, source: str) -> Split:
+    """Validate one split value by value, naming the first bad row and column (the slow path)."""
     where = source or None
-    part = doc.get(name)
-    if not isinstance(part, dict):
-        raise DataValidationError(f"missing object {name!r}", location=where, column=name)
     features, labels = part.get("features"), part.get("labels")
     if not isinstance(features, list):
         raise DataValidationError("must be a list of rows", location=where, column=f"{name}.features")
@@ -157,12 +174,79 @@ def _seed_split(doc: Mapping[str, object], name: str, source: str) -> Split:
     return Split(X, np.array(labels, dtype=np.intp))
 
 
+def _seed_split_fast(part: Mapping[str, object], plain_numbers: bool) -> Split | None:
+    """The split as arrays, or None when anything needs the value-by-value check.
+
+    NumPy converts ``True``, ``"0.5"`` and ``None`` silently, so this path is only
+    taken when the document holds no string, ``true``/``false`` or ``null`` outside
+    the known keys and names (``plain_numbers``); everything NumPy does refuse
+    (ragged rows, nested lists, integers beyond float range) or that fails a range
+    check goes to the slow path, which names the row and column.
+    """
+    features, labels = part.get("features"), part.get("labels")
+    if not (plain_numbers and isinstance(features, list) and isinstance(labels, list)
+            and len(features) == len(labels)):
+        return None
+    try:
+        X = np.array(features, dtype=np.float64)
+        tiers = np.array(labels, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if X.shape != (len(features), N_FEATURES) or tiers.shape != (len(labels),):
+        return None
+    # NaN fails both comparisons, so one pass checks finiteness and range.
+    if not (np.all(X >= 0.0) and np.all(X <= 1.0)):
+        return None
+    if not np.all((tiers >= 1.0) & (tiers <= 5.0)):
+        return None
+    y = tiers.astype(np.intp)
+    if not np.all(y == tiers):          # 2.5 is not a tier; 3.0 is
+        return None
+    return Split(X, y)
+
+
+def _seed_split(doc: Mapping[str, object], name: str, source: str, plain_numbers: bool = False) -> Split:
+    part = doc.get(name)
+    if not isinstance(part, dict):
+        raise DataValidationError(f"missing object {name!r}", location=source or None, column=name)
+    fast = _seed_split_fast(part, plain_numbers)
+    return fast if fast is not None else _seed_split_checked(part, name, source)
+
+
+#: Quote characters in a seed document whose only strings are its seven keys and the
+#: 15 feature names (featureNames, trainSet, testSet, features x2, labels x2).
+_SEED_QUOTES = 2 * (7 + N_FEATURES)
+
+
+def _parse_training_json(data: bytes, source: str, row: int | None = None) -> object:
+    """One JSON document from training data: depth-bounded, duplicate keys refused.
+
+    jiter refuses nesting deeper than a few hundred levels (the standard library
+    recursed until ``RecursionError``) and duplicated keys (``json`` silently kept
+    the last one, e.g. a second ``"trainSet"``). NaN/Infinity parse, so the value
+    checks can name them with their row and column.
+    """
+    try:
+        return jiter.from_json(data, allow_inf_nan=True, catch_duplicate_keys=True)
+    except ValueError as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise DataValidationError(f"not UTF-8 text (byte {bad.start})", location=source or None,
+                                      row=row) from None
+        message = str(exc)
+        if message.startswith("Detected duplicate key"):
+            raise DataValidationError(f"duplicated key: {message[len('Detected duplicate key '):]}",
+                                      location=source or None, row=row) from None
+        if message.startswith("recursion limit exceeded"):
+            message = f"nested too deeply ({message})"
+        raise DataValidationError(f"invalid JSON: {message}", location=source or None, row=row) from None
+
+
 def read_seed_json(data: bytes, source: str = "") -> tuple[Split, Split]:
     """Parse and validate the original training-data format."""
-    try:
-        doc = json.loads(_decode(data, source))
-    except ValueError as exc:
-        raise DataValidationError(f"invalid JSON: {exc}", location=source or None) from None
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    doc = _parse_training_json(body, source)
     if not isinstance(doc, dict):
         raise DataValidationError("expected a JSON object with featureNames, trainSet, testSet",
                                   location=source or None)
@@ -178,7 +262,9 @@ def read_seed_json(data: bytes, source: str = "") -> tuple[Split, Split]:
                     location=source or None, column="featureNames")
         raise DataValidationError(f"featureNames has {len(names)} names, expected {N_FEATURES}",
                                   location=source or None, column="featureNames")
-    return _seed_split(doc, "trainSet", source), _seed_split(doc, "testSet", source)
+    plain = (len(doc) == 3 and body.count(b'"') == _SEED_QUOTES
+             and body.find(b"true") < 0 and body.find(b"false") < 0 and body.find(b"null") < 0)
+    return _seed_split(doc, "trainSet", source, plain), _seed_split(doc, "testSet", source, plain)
 
 
 # --------------------------------------------------------------------------- raw records
@@ -193,16 +279,27 @@ _FLAG_WORDS = {"1": 1.0, "true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0,
 REQUIRED_COLUMNS = (*RAW_NUMERIC_FIELDS, "hasTrendingSound", "postedAt")
 
 
+#: More columns than any real export has: refused before any per-column work.
+MAX_COLUMNS = 1000
+
+
 def _check_header(header: list[str], source: str) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if "captionLength" not in header and "caption" not in header:
+    """Required columns present, none duplicated, at most :data:`MAX_COLUMNS`: linear in the header."""
+    where = source or None
+    if len(header) > MAX_COLUMNS:
+        raise DataValidationError(f"the header has {len(header):,} columns; at most {MAX_COLUMNS:,} are accepted",
+                                  location=where, row=1)
+    present = set(header)
+    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    if "captionLength" not in present and "caption" not in present:
         missing.append("captionLength (or caption)")
     if missing:
-        raise DataValidationError(f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header)}",
-                                  location=source or None, row=1, column=missing[0])
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if dupes:
-        raise DataValidationError(f"duplicated column(s) {', '.join(dupes)}", location=source or None, row=1,
+        shown = ", ".join(header[:50]) + (f", ... ({len(header)} in all)" if len(header) > 50 else "")
+        raise DataValidationError(f"missing column(s) {', '.join(missing)}; the header has: {shown}",
+                                  location=where, row=1, column=missing[0])
+    if len(present) < len(header):
+        dupes = sorted(name for name, n in Counter(header).items() if n > 1)
+        raise DataValidationError(f"duplicated column(s) {', '.join(dupes)}", location=where, row=1,
                                   column=dupes[0])
 
 
@@ -325,16 +422,18 @@ def read_csv(data: bytes, source: str = "") -> RawVideos:
 
 
 def read_jsonl(data: bytes, source: str = "") -> RawVideos:
-    """Parse raw video records from JSON Lines (blank lines are skipped)."""
-    text = _decode(data, source)
+    """Parse raw video records from JSON Lines (blank lines are skipped).
+
+    Lines are separated by ``\\n`` (or ``\\r\\n``); each is parsed with the same
+    depth bound and duplicate-key refusal as seed JSON.
+    """
+    _decode(data, source)       # one UTF-8 check with the byte offset, instead of one per line
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     builder = RawColumnsBuilder(location=source or None)
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(body.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise DataValidationError(f"invalid JSON: {exc.args[0]}", location=source or None, row=line_no) from None
+        record = _parse_training_json(line, source, row=line_no)
         if not isinstance(record, dict):
             raise DataValidationError("expected a JSON object", location=source or None, row=line_no)
         builder.add(record, row=line_no)
