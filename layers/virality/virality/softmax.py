@@ -91,6 +91,22 @@ def predict_proba(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.
     return softmax(Z, copy=False)
 
 
+def predict_labels(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """Most likely class of each row, in blocks of rows (no (n_samples, n_classes) temporary).
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), integers in ``0..n_classes-1``
+    """
+    n = X.shape[0]
+    out = np.empty(n, dtype=np.intp)
+    for start in range(0, n, CHUNK_ROWS):
+        Z = X[start:start + CHUNK_ROWS] @ coef.T
+        Z += intercept
+        out[start:start + CHUNK_ROWS] = Z.argmax(axis=1)
+    return out
+
+
 def mulberry32(seed: int) -> Iterator[float]:
     """The mulberry32 PRNG of the original TypeScript code, as an iterator of floats in [0, 1)."""
     a = seed & 0xFFFFFFFF

@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .features import FEATURE_NAMES
 from .metrics import EvaluationReport, evaluate
 from .model import ViralityModel
-from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_proba
+from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_labels, predict_proba
 from .tiering import Tiering
 
 
@@ -97,7 +97,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
                  sample_weight=sample_weight, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
                  callback=progress)
     duration = time.perf_counter() - started
-    train_pred = (ts.train.X @ result.coef.T + result.intercept).argmax(axis=1)
+    train_pred = predict_labels(ts.train.X, result.coef, result.intercept)
     proba = predict_proba(ts.test.X, result.coef, result.intercept)
     report = evaluate(ts.test.y, proba)
     artifact = ModelArtifact(
