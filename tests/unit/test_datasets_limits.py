@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from virality import datasets, training
@@ -126,3 +127,29 @@ def test_header_check_is_linear_and_names_duplicates():
         datasets._check_header(_NoScan(names), "dup.csv")
     assert info.value.column == "c7" and "duplicated" in str(info.value)
     datasets._check_header(_NoScan(names[:-1]), "ok.csv")
+
+
+# --------------------------------------------------------------------------- seed JSON: fast path == checked path
+
+
+def test_plain_seed_document_takes_the_vectorised_path_and_matches_the_checked_one(seed_json_doc, monkeypatch):
+    data = json.dumps(seed_json_doc).encode()
+    checked: list[str] = []
+    real = datasets._seed_split_checked
+    monkeypatch.setattr(datasets, "_seed_split_checked", lambda *a: checked.append(a[1]) or real(*a))
+    fast_train, fast_test = read_seed_json(data, "seed.json")
+    assert checked == []                                       # nothing needed the value-by-value check
+    doc = json.loads(data)
+    slow_train = real(doc["trainSet"], "trainSet", "seed.json")
+    np.testing.assert_array_equal(fast_train.X, slow_train.X)
+    np.testing.assert_array_equal(fast_train.tiers, slow_train.tiers)
+    assert fast_test.X.shape == (len(seed_json_doc["testSet"]["labels"]), 15)
+
+
+@pytest.mark.parametrize("value", [True, "0.5", None])
+def test_values_numpy_would_convert_silently_still_name_row_and_column(seed_json_doc, value):
+    doc = json.loads(json.dumps(seed_json_doc))
+    doc["testSet"]["features"][4][1] = value
+    with pytest.raises(DataValidationError) as info:
+        read_seed_json(json.dumps(doc).encode(), "seed.json")
+    assert (info.value.row, info.value.column) == (4, "commentRate")

@@ -506,7 +506,7 @@ def _followers(column: np.ndarray) -> np.ndarray:
     """Follower counts, NaN where the cell is blank."""
     column = np.ascontiguousarray(column)
     B = _cells(column)
-    known = B[:, 0] != 0
+    known = ((B != 0) & (B != 32) & (B != 9)).any(axis=1)         # blank or spaces: unknown
     out = np.full(column.shape[0], math.nan)
     try:
         out[known] = column[known].astype(np.float64)
