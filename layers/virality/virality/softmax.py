@@ -165,7 +165,9 @@ class _Problem:
 def _make_problem(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
                   l2_reg_strength: float, n_classes: int) -> _Problem:
     X = np.ascontiguousarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.intp)
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":            # integer labels are used as they are (int8 from the readers)
+        y = y.astype(np.intp)
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError(f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
