@@ -57,6 +57,7 @@ BYTES_GOAL = 300        # peak extra bytes per CSV row
 
 
 def child_ours(path: str, out: str) -> None:
+    import virality.training  # noqa: F401  (the CLI imports it lazily: part of the baseline, not of the rows)
     from virality.cli import main
 
     rss_imports = current_rss_bytes()
@@ -80,7 +81,7 @@ def child_sklearn(path: str) -> None:
     with threadpool_limits(limits=1):
         clf = LogisticRegression(C=1.0 / (L2 * X.shape[0]), solver="lbfgs", max_iter=10_000).fit(X, y)
     t_done = time.perf_counter()
-    from virality.softmax import objective     # after the work: not part of the peer's cost
+    from virality.softmax import objective  # after the work: not part of the peer's cost
 
     emit({"objective": objective(clf.coef_, clf.intercept_, X, y, L2), "n_iter": int(clf.n_iter_[0]),
           "t_done": t_done})
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     f_ours, f_sk = ours_json[0].result["objective"], peer_json[0].result["objective"]
     r_json, r_csv = t_ours_json / t_peer_json, t_ours_csv / t_pandas
     table = markdown_table(
-        ["comparison (same run, medians of %d)" % rounds, "ours", "peer", "ours / peer", "goal", "result"],
+        [f"comparison (same run, medians of {rounds})", "ours", "peer", "ours / peer", "goal", "result"],
         [[f"`virality train` {json_rows:,}-row seed JSON ({json_size / 1e6:.0f} MB) vs `json.load` + "
           f"scikit-learn lbfgs, 1 thread (whole processes)",
           f"{t_ours_json:.2f} s", f"{t_peer_json:.2f} s", f"{r_json:.3f}", f"≤ {JSON_GOAL}", verdict(r_json <= JSON_GOAL)],

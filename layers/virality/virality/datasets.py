@@ -604,8 +604,7 @@ def _numpy_block(seg: np.ndarray, block: bytes, spec: _BlockSpec) -> dict[str, n
                            comments=None, ndmin=1)
     except ValueError:
         raise _SlowPath from None
-    out = {name: _non_negative(np.ascontiguousarray(table[name])) for name in RAW_NUMERIC_FIELDS}
-    out["captionLength"] = _non_negative(np.ascontiguousarray(table["captionLength"]))
+    out = {name: _non_negative(table[name]) for name in (*RAW_NUMERIC_FIELDS, "captionLength")}
     out["followers"] = (_followers(table["followers"]) if "followers" in spec.dtype.names
                         else np.full(table.shape[0], math.nan))
     out["hasTrendingSound"] = _flags(table["hasTrendingSound"])

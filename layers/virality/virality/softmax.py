@@ -98,12 +98,15 @@ def predict_labels(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np
     -------
     labels : ndarray of shape (n_samples,), integers in ``0..n_classes-1``
     """
+    from threadpoolctl import threadpool_limits  # as in fit: thin products, one BLAS thread
+
     n = X.shape[0]
     out = np.empty(n, dtype=np.intp)
-    for start in range(0, n, CHUNK_ROWS):
-        Z = X[start:start + CHUNK_ROWS] @ coef.T
-        Z += intercept
-        out[start:start + CHUNK_ROWS] = Z.argmax(axis=1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, n, CHUNK_ROWS):
+            Z = X[start:start + CHUNK_ROWS] @ coef.T
+            Z += intercept
+            out[start:start + CHUNK_ROWS] = Z.argmax(axis=1)
     return out
 
 
