@@ -79,6 +79,7 @@ invoke: $(STAMP)  ## Docker-free `sam local invoke`: make invoke FUNCTION=predic
 bench: $(STAMP)  ## run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_retrain_1m.py
+	$(PY) benchmarks/bench_train_e2e.py --full
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_cold_start.py
 	-$(PY) benchmarks/plot_convergence.py
