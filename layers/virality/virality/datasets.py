@@ -605,7 +605,7 @@ def _numpy_block(seg: np.ndarray, block: bytes, spec: _BlockSpec) -> dict[str, n
     except ValueError:
         raise _SlowPath from None
     out = {name: _non_negative(table[name]) for name in (*RAW_NUMERIC_FIELDS, "captionLength")}
-    out["followers"] = (_followers(table["followers"]) if "followers" in spec.dtype.names
+    out["followers"] = (_followers(table["followers"]) if "followers" in (spec.dtype.names or ())
                         else np.full(table.shape[0], math.nan))
     out["hasTrendingSound"] = _flags(table["hasTrendingSound"])
     out["weekday"], out["hour"] = _posted(table["postedAt"])
