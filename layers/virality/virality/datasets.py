@@ -446,40 +446,17 @@ _FLAG_WIDTH = 9
 
 @dataclass(frozen=True, slots=True)
 class _BlockSpec:
-    """How :func:`np.loadtxt` tokenizes a block: the columns read and their dtypes."""
+    """How :func:`np.loadtxt` tokenizes a block: one dtype field per column of the header."""
 
-    width: int
-    usecols: tuple[int, ...]
     dtype: np.dtype
 
 
 def _block_spec(header: list[str]) -> _BlockSpec:
-    fields: list[tuple[int, str, str]] = [(header.index(c), c, "f8") for c in RAW_NUMERIC_FIELDS]
-    fields.append((header.index("captionLength"), "captionLength", "f8"))
-    fields.append((header.index("hasTrendingSound"), "hasTrendingSound", f"S{_FLAG_WIDTH}"))
-    fields.append((header.index("postedAt"), "postedAt", f"S{_TEXT_WIDTH}"))
-    if "followers" in header:
-        fields.append((header.index("followers"), "followers", f"S{_TEXT_WIDTH}"))
-    fields.sort()               # loadtxt fills fields in column order
-    return _BlockSpec(len(header), tuple(j for j, _, _ in fields), np.dtype([(n, t) for _, n, t in fields]))
-
-
-def _check_lines(seg: np.ndarray, width: int) -> None:
-    """Every line of the block has exactly ``width`` fields and is not blank (else ``_SlowPath``).
-
-    ``np.loadtxt`` with ``usecols`` would silently accept a line with extra fields.
-    """
-    n_rows = int(np.count_nonzero(seg == 10)) + 1
-    sep = np.flatnonzero((seg == 44) | (seg == 10))
-    if sep.size != n_rows * width - 1:
-        raise _SlowPath
-    ends = sep[width - 1::width]
-    if ends.size and not np.all(seg[ends] == 10):
-        raise _SlowPath
-    starts = np.concatenate([[0], ends + 1])
-    stops = np.append(ends, seg.size)
-    if np.any(stops - starts - (seg[np.maximum(stops - 1, 0)] == 13) <= width - 1):
-        raise _SlowPath         # a line of only commas is blank: skipped by the row-by-row path
+    """Every column gets a field, so loadtxt refuses a line with too few or too many fields
+    (with ``usecols`` it would silently drop extra ones); unused columns cost one byte."""
+    kinds = {c: "f8" for c in (*RAW_NUMERIC_FIELDS, "captionLength")}
+    kinds.update(hasTrendingSound=f"S{_FLAG_WIDTH}", postedAt=f"S{_TEXT_WIDTH}", followers=f"S{_TEXT_WIDTH}")
+    return _BlockSpec(np.dtype([(c, kinds[c]) if c in kinds else (f"_{j}", "S1") for j, c in enumerate(header)]))
 
 
 def _text(cell: np.ndarray) -> str:
@@ -584,7 +561,7 @@ def _posted(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return weekday, hour
 
 
-def _numpy_block(seg: np.ndarray, block: bytes, spec: _BlockSpec) -> dict[str, np.ndarray]:
+def _numpy_block(block: bytes, spec: _BlockSpec) -> dict[str, np.ndarray]:
     """One block of whole lines (no quotes, no trailing newline) as RawVideos columns.
 
     NumPy's C tokenizer (:func:`np.loadtxt`) splits the lines and converts the
@@ -595,13 +572,11 @@ def _numpy_block(seg: np.ndarray, block: bytes, spec: _BlockSpec) -> dict[str, n
     ------
     _SlowPath
         For anything this path does not handle exactly as the row-by-row reader
-        (a ragged or blank line, a bad cell, an odd number): the caller redoes
+        (a ragged or comma-only line, a bad cell, an odd number): the caller redoes
         the block row by row, which names the line and column of an error.
     """
-    _check_lines(seg, spec.width)
     try:
-        table = np.loadtxt(io.BytesIO(block), delimiter=",", dtype=spec.dtype, usecols=spec.usecols,
-                           comments=None, ndmin=1)
+        table = np.loadtxt(io.BytesIO(block), delimiter=",", dtype=spec.dtype, comments=None, ndmin=1)
     except ValueError:
         raise _SlowPath from None
     out = {name: _non_negative(table[name]) for name in (*RAW_NUMERIC_FIELDS, "captionLength")}
@@ -647,7 +622,7 @@ def _read_csv_bytes(data: bytes, start: int, header: list[str], source: str) -> 
         b0 = start if i0 == 0 else int(line_ends[i0 - 1]) + 1
         b1 = int(line_ends[i1 - 1])
         try:
-            block = _numpy_block(arr[b0:b1], data[b0:b1], spec)
+            block = _numpy_block(data[b0:b1], spec)
         except _SlowPath:
             raw = _rows_block(data[b0:b1].decode(), header, first_line=2 + i0, source=source)
             block = {name: getattr(raw, name) for name in RawVideos.__slots__}
