@@ -14,12 +14,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 export PYTHONPATH := $(CURDIR)/layers/virality
+
+# A .venv made by another Python than the one selected now is rebuilt, not silently kept.
+pyver = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifneq ($(wildcard $(STAMP)),)
+ifneq ($(call pyver,$(PY)),$(call pyver,$(PYTHON)))
+$(info ==> $(VENV) uses Python $(call pyver,$(PY)) but $(PYTHON) is $(call pyver,$(PYTHON)): rebuilding $(VENV))
+$(STAMP): FORCE
+endif
+endif
+FORCE:
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help venv tools test lint unit template layer-check demo serve invoke bench openapi baseline build clean
+.PHONY: help venv tools test test-quick typecheck lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -27,7 +37,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 		echo "       Install python3.12 (e.g. 'pyenv install 3.12' then 'PYENV_VERSION=3.12.1 make ...')"; \
 		echo "       or run: make PYTHON=/path/to/python3.12 ..."; exit 1; fi
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements-dev.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
@@ -40,7 +50,7 @@ venv: $(STAMP)  ## create .venv with the project and its dev dependencies
 
 $(TOOLS_STAMP): requirements-tools.txt
 	@echo "==> creating $(TOOLS_VENV) (sam, cfn-lint, checkov)"
-	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(PYTHON) -m venv --clear $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(TOOLS_VENV)/bin/uv pip install -q --compile-bytecode --python $(TOOLS_VENV)/bin/python -r requirements-tools.txt
 	@touch $@
@@ -50,8 +60,22 @@ tools: $(TOOLS_STAMP)  ## create .venv-tools with the template checkers
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
 
-unit: $(STAMP)  ## the pytest suite only
-	$(PY) -m pytest
+unit: $(STAMP)  ## unit tests only (no AWS emulation, no subprocesses)
+	$(PY) -m pytest tests/unit
+
+integration: $(STAMP)  ## integration tests: handlers against moto S3, the invoke script
+	$(PY) -m pytest tests/integration
+
+e2e: $(STAMP)  ## end-to-end tests: local API and S3 servers, demo, fuzzing, load
+	$(PY) -m pytest tests/e2e
+
+typecheck: $(STAMP)  ## mypy (pydantic plugin) on the library, then on each handler
+	$(VENV)/bin/mypy
+	@for f in functions/*/app.py; do echo "mypy $$f"; $(VENV)/bin/mypy --no-error-summary $$f || exit 1; done
+
+test-quick: $(STAMP)  ## lint and unit tests (well under a minute)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests/unit
 
 template: $(TOOLS_STAMP)  ## sam validate --lint, cfn-lint, checkov
 	TOOLS_VENV=$(TOOLS_VENV) bash scripts/check_template.sh
@@ -82,6 +106,7 @@ bench: $(STAMP)  ## run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) benchmarks/bench_train_e2e.py --full
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_cold_start.py
+	$(PY) benchmarks/bench_model_quality.py
 	-$(PY) benchmarks/plot_convergence.py
 
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the pydantic models
@@ -94,7 +119,16 @@ baseline: $(STAMP)  ## retrain the bundled baseline model on the synthetic sampl
 		--out ../layers/virality/virality/baseline/ml-weights.json --model-version bundled-baseline-synthetic-v1
 
 build: $(TOOLS_STAMP)  ## sam build (needs python3.12 on PATH)
-	$(TOOLS_VENV)/bin/sam build
+	env -u PYTHONPATH $(TOOLS_VENV)/bin/sam build
+
+deploy: build  ## sam build, then sam deploy --guided (needs AWS credentials)
+	env -u PYTHONPATH $(TOOLS_VENV)/bin/sam deploy --guided
+
+cli: $(STAMP)  ## run the virality CLI from .venv: make cli ARGS="train videos.csv --out ml-weights.json"
+	$(VENV)/bin/virality $(ARGS)
+
+sam: $(TOOLS_STAMP)  ## run the SAM CLI from .venv-tools: make sam ARGS="local invoke PredictFunction -e events/predict-single.json"
+	env -u PYTHONPATH $(TOOLS_VENV)/bin/sam $(ARGS)
 
 clean:  ## remove virtualenvs and build output
 	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam build .pytest_cache .ruff_cache

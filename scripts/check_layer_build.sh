@@ -57,6 +57,9 @@ else
 fi
 
 # --- sam build ---------------------------------------------------------------
+# The Makefile exports PYTHONPATH=layers/virality for the tests; sam's pip would then see the
+# editable install's metadata and report its (unrelated) dependencies as missing. The build needs none of it.
+unset PYTHONPATH
 if ! "$SAM" build --build-dir "$BUILD_DIR" "$@"; then
     echo "FAIL  sam build"
     exit 1

@@ -7,7 +7,9 @@
 4. upload a second training file, retrain, and watch the warm predict function pick up the new
    version after its refresh interval;
 5. show GET /model and the published versions (``virality versions``);
-6. stop the local S3, leaving nothing running.
+6. upload labelled outcomes under outcomes/ (one of them broken), run the calibration-audit
+   Lambda's ``lambda_handler`` and show its reliability table and decision;
+7. stop the local S3, leaving nothing running.
 
 Run from the repository root: ``python scripts/demo.py`` (the package is found in
 layers/virality when it is not installed).
@@ -48,14 +50,15 @@ try:
     import boto3  # noqa: F401
     import moto.server  # noqa: F401
 
-    from virality import localapi
+    from virality import localapi, localaudit
+    from virality.audit import reliability_diagram_text
     from virality.registry import ModelRegistry
     from virality.synthetic import sample_csv
 except ImportError as exc:
     sys.exit(f"demo: missing dependency ({exc}). Run `make demo` (it creates .venv), or in an active "
              "virtualenv: pip install -e '.[dev]'")
 
-STEPS = 6
+STEPS = 7
 DATA_BUCKET = localapi.DATA_BUCKET
 MODEL_BUCKET = localapi.MODEL_BUCKET
 PREFIX = "models/"
@@ -172,6 +175,35 @@ def retrain(s3: localapi.LocalS3, key: str, body: bytes, metadata: dict[str, str
     return summary
 
 
+def audit(s3: localapi.LocalS3) -> None:
+    step(6, "calibration audit: labelled outcomes -> S3 outcomes/ -> audit lambda_handler")
+    good = sample_csv(2000, seed=localaudit.SAMPLE_OUTCOME_SEED)
+    lines = good.decode().splitlines()[:3]
+    cells = lines[2].split(",")
+    cells[lines[0].split(",").index("likes")] = "1.2k?"     # a typo a spreadsheet might leave
+    broken = "\n".join([*lines[:2], ",".join(cells)]).encode() + b"\n"
+    keys = localaudit.upload_outcomes(s3.client(), DATA_BUCKET, [("week-48 outcomes.csv", good),
+                                                                 ("week-48 typo.csv", broken)])
+    info(f"PUT {', '.join(f's3://{DATA_BUCKET}/{k}' for k in keys)}")
+    info("(uploads under outcomes/ never trigger retraining: not in the S3 filter, ignored by the handler)")
+    summary = localaudit.invoke_audit({}, model_bucket=MODEL_BUCKET, data_bucket=DATA_BUCKET, prefix=PREFIX)
+    if summary.get("status") != "audited" or not summary.get("reportKey"):
+        raise DemoError(f"the audit did not report: {summary}")
+    report = localaudit.read_report(s3.client(), MODEL_BUCKET, summary["reportKey"])
+    m = report["model"]
+    for skipped in report["outcomes"]["skipped"]:
+        info(f"skipped {skipped['key']}: row {skipped['row']}, column {skipped['column']!r}")
+    info(f"audited {m['modelVersion']} on {m['rows']} outcome rows: accuracy {m['accuracy']:.3f}, "
+         f"log-loss {m['logLoss']:.3f}, Brier {m['brier']:.3f}, tier-mix PSI {m['tierMix']['psi']:.3f}")
+    info(f"ECE {m['ece']:.3f} (95% bootstrap [{m['eceInterval']['low']:.3f}, {m['eceInterval']['high']:.3f}]), "
+         f"classwise-ECE {m['classwiseEce']:.3f}, max calibration error {m['maxCalibrationError']:.3f}")
+    for line in reliability_diagram_text(m["reliability"]).splitlines():
+        info(line)
+    d = report["decision"]
+    info(f"decision: {d['status'].upper()} - {d['reason']}")
+    info(f"report (write-once): s3://{MODEL_BUCKET}/{summary['reportKey']}")
+
+
 def main() -> int:
     started = time.perf_counter()
     s3 = localapi.LocalS3([DATA_BUCKET, MODEL_BUCKET])
@@ -229,6 +261,7 @@ def main() -> int:
             for version in registry.list_versions():
                 info(("* " if version == current else "  ") + version)
             info(f"predict handler invocations in this warm container: {predict.invocations}")
+            audit(s3)
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -237,7 +270,7 @@ def main() -> int:
         return 1
     finally:
         s3.stop()
-    step(6, f"stopped the local S3 on 127.0.0.1:{port}")
+    step(7, f"stopped the local S3 on 127.0.0.1:{port}")
     if port and localapi.port_is_open("127.0.0.1", port):
         print(f"demo failed: something still listens on 127.0.0.1:{port}", file=sys.stderr)
         return 1

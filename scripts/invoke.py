@@ -237,6 +237,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def require_aws_credentials(function: str) -> None:
+    """Fail early, in words, when the handler would reach real S3 without credentials."""
+    import botocore.session
+
+    if botocore.session.get_session().get_credentials() is None:
+        raise InvokeError(
+            f"the {function} function reads and writes S3, and no AWS credentials were found. "
+            f"Add --local-s3 to run it against a local S3 (make invoke FUNCTION={function} EVENT=... "
+            "ARGS=--local-s3), or configure credentials (aws configure / AWS_PROFILE) to use real buckets.")
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.function not in available_functions():
         raise InvokeError(f"unknown function {args.function!r}; choose from {', '.join(available_functions())}")
@@ -253,6 +264,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", f"virality-{args.function}")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Virality")
     ensure_library_importable()
+
+    if not args.local_s3 and (args.function == "retrain" or os.environ.get("MODEL_BUCKET")):
+        require_aws_credentials(args.function)
 
     with contextlib.ExitStack() as stack:
         if args.local_s3:

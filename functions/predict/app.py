@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from virality import __version__
 from virality.api import (
+    MAX_NESTING_DEPTH,
     BatchPredictResponse,
     ErrorResponse,
     Health,
@@ -30,6 +31,7 @@ from virality.api import (
     decode_body,
     dumps_response,
     parse_predict_request,
+    public_data_provenance,
 )
 from virality.api import (
     predict as predict_body,
@@ -62,7 +64,8 @@ def reset() -> None:
 
 
 _ERRORS = {
-    400: {"description": "Malformed body: invalid JSON or base64, duplicated field",
+    400: {"description": "Malformed body: invalid JSON or base64, duplicated field, nesting deeper than "
+                         f"{MAX_NESTING_DEPTH} levels",
           "content": {"application/json": {"model": ErrorResponse}}},
     404: {"description": "Unknown path", "content": {"application/json": {"model": ErrorResponse}}},
     405: {"description": "Method not allowed on this path", "content": {"application/json": {"model": ErrorResponse}}},
@@ -114,7 +117,10 @@ def model_info() -> ModelInfo:
         "training": a.training.model_dump(mode="json") if a.training else None,
         "metrics": a.metrics.model_dump(mode="json", by_alias=True) if a.metrics else (
             {"accuracy": a.accuracy} if a.accuracy is not None else None),
-        "data": a.data.model_dump(mode="json") if a.data else None,
+        # the training file's name and sha256, never its bucket (account id) or path
+        "data": public_data_provenance(a.data.model_dump(mode="json")) if a.data else None,
+        "featureSet": a.featureSet or "full",
+        "calibration": a.calibration.model_dump(mode="json", exclude_none=True) if a.calibration else None,
     }
 
 

@@ -1,11 +1,18 @@
 """retrain Lambda: an upload under ``training-data/`` -> a new, versioned ``ml-weights.json``.
 
-Triggered by S3 ``ObjectCreated`` notifications, directly or wrapped in SQS
-messages (S3 -> SQS -> Lambda). Thin by design: parse the event, guard
-against retraining on our own output, then :func:`virality.retraining.retrain`.
-Each record is reported separately; bad data is reported (not retried), and
-the invocation raises only when a training genuinely failed, so Lambda's
-async retries and on-failure destination see it.
+Triggered by S3 ``ObjectCreated`` notifications, directly (asynchronous
+invocation) or wrapped in SQS messages (S3 -> SQS -> Lambda). Thin by design:
+parse the event, refuse foreign buckets (``DATA_BUCKET``), guard against
+retraining on our own output, then :func:`virality.retraining.retrain`.
+
+Each record is reported separately; bad data and malformed records are
+reported (not retried). Direct events: the invocation raises only when a
+training genuinely failed, after every record ran, so Lambda's async retries
+and on-failure destination see it. SQS batches use Powertools' batch
+processing with a partial batch response (``ReportBatchItemFailures``): a
+message that is not an S3 notification, or whose training genuinely failed,
+is reported in ``batchItemFailures`` alone (retried, then dead-lettered)
+while the other messages of the batch succeed.
 """
 
 from __future__ import annotations
@@ -13,16 +20,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from virality.config import RetrainSettings
+from virality.config import OUTCOMES_PREFIX, RetrainSettings
 from virality.errors import (
     DataValidationError,
     TrainingDataTooLargeError,
@@ -31,7 +38,7 @@ from virality.errors import (
 )
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.registry import ModelRegistry, default_client_factory, read_source
-from virality.retraining import PromotionPolicy, RetrainSummary, retrain
+from virality.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
 from virality.training import TrainingConfig
 
 _client: Any = None
@@ -61,25 +68,43 @@ def reset() -> None:
     _client = None
 
 
-def s3_records(event: dict[str, Any]) -> Iterator[S3EventRecord]:
-    """S3 records of a direct S3 notification or of SQS messages carrying one."""
-    for record in event.get("Records") or []:
-        if record.get("eventSource") == "aws:sqs":
-            try:
-                body = json.loads(record.get("body") or "")
-            except ValueError:
-                logger.warning("ignoring an SQS message that is not JSON",
-                               extra={"message_id": record.get("messageId")})
-                continue
-            if not isinstance(body, dict) or body.get("Event") == "s3:TestEvent":
-                logger.info("ignoring an S3 test event / non-notification message")
-                continue
-            yield from S3Event(body).records
-        elif record.get("eventSource") == "aws:s3":
-            yield S3EventRecord(record)
-        else:
-            logger.warning("ignoring a record that is not an S3 notification",
-                           extra={"event_source": record.get("eventSource")})
+class PoisonMessageError(ViralityError):
+    """An SQS message whose body is not an S3 notification: failed alone (retried, then dead-lettered)."""
+
+
+def _malformed(record: Any) -> str | None:
+    """Why ``record`` is not a usable S3 notification record, or None when it is."""
+    if not isinstance(record, dict):
+        return f"a record is a {type(record).__name__}, not an object"
+    s3 = record.get("s3")
+    if not isinstance(s3, dict) or not isinstance(s3.get("bucket"), dict) or not isinstance(s3.get("object"), dict):
+        return "the record has no s3.bucket / s3.object"
+    if not isinstance(s3["bucket"].get("name"), str) or not s3["bucket"]["name"]:
+        return "s3.bucket.name is missing or not a string"
+    if not isinstance(s3["object"].get("key"), str) or not s3["object"]["key"]:
+        return "s3.object.key is missing or not a string"
+    if not isinstance(record.get("eventName"), str):
+        return "eventName is missing or not a string"
+    if s3["object"].get("versionId") is not None and not isinstance(s3["object"]["versionId"], str):
+        return "s3.object.versionId is not a string"
+    return None
+
+
+def _records_of(event: Any) -> list[Any] | str:
+    """The ``Records`` list of an event / notification, or why there is none."""
+    if not isinstance(event, dict):
+        return f"the event is a {type(event).__name__}, not an object"
+    records = event.get("Records")
+    if not isinstance(records, list):
+        return "the event has no Records list"
+    return records
+
+
+def _malformed_summary(index: int, problem: str) -> RetrainSummary:
+    logger.warning("malformed S3 event record", extra={"record_index": index, "problem": problem})
+    metrics.add_metric(name="MalformedRecords", unit=MetricUnit.Count, value=1)
+    return RetrainSummary(status="failed", sourceKey=None, reason=f"malformed S3 event record {index}",
+                          error=problem, errorType="MalformedEventError")
 
 
 def _ignored(key: str, bucket: str, reason: str) -> RetrainSummary:
@@ -88,7 +113,8 @@ def _ignored(key: str, bucket: str, reason: str) -> RetrainSummary:
     return RetrainSummary(status="ignored", sourceBucket=bucket, sourceKey=key, reason=reason)
 
 
-def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[RetrainSummary, bool]:
+def handle_record(record: S3EventRecord, settings: RetrainSettings,
+                  deadline: float | None = None) -> tuple[RetrainSummary, bool]:
     """Process one notification; returns the summary and whether a retry could help."""
     bucket = record.s3.bucket.name
     # S3 URL-encodes keys in notifications ("my+file.csv" for "my file.csv"); the record class does not decode.
@@ -96,20 +122,33 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
     version_id = record.s3.get_object.version_id or None
     if not record.event_name.startswith("ObjectCreated"):
         return _ignored(key, bucket, f"event {record.event_name} is not ObjectCreated"), False
+    if settings.data_bucket and bucket != settings.data_bucket:
+        # IAM would refuse the read in AWS; the code refuses first, and says so.
+        logger.warning("refusing an event from a foreign bucket", extra={"bucket": bucket, "key": key})
+        metrics.add_metric(name="ForeignBucketEvents", unit=MetricUnit.Count, value=1)
+        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
+                              reason="refused: not the configured data bucket",
+                              error=f"bucket {bucket!r} is not DATA_BUCKET {settings.data_bucket!r}",
+                              errorType="ForeignBucketError"), False
     # Recursive-invocation guard, in code as well as in the trigger's filter.
     if key.startswith(settings.model_prefix):
         return _ignored(key, bucket, f"under MODEL_PREFIX {settings.model_prefix!r}: never train on our own output"), False
+    # Labelled outcomes are for the calibration audit: never training data, whatever TRAINING_PREFIX is.
+    if key.startswith(OUTCOMES_PREFIX):
+        return _ignored(key, bucket, f"under {OUTCOMES_PREFIX!r}: outcomes are audited, never trained on"), False
     if not key.startswith(settings.training_prefix):
         return _ignored(key, bucket, f"outside TRAINING_PREFIX {settings.training_prefix!r}"), False
     started = time.perf_counter()
     metrics.add_metric(name="TrainingsStarted", unit=MetricUnit.Count, value=1)
     registry = ModelRegistry(settings.model_bucket or bucket, settings.model_prefix, s3_client)
-    config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.train_l2,
-                            class_weight=settings.train_class_weight)
-    policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance)
+    config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.training_l2(),
+                            class_weight=settings.train_class_weight, calibration=settings.train_calibration,
+                            feature_set=settings.train_feature_set)
+    policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance,
+                             settings.promotion_max_sharp_disagreement)
     try:
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)
-        summary = retrain(registry, source, config, policy)
+        summary = retrain(registry, source, config, policy, deadline=deadline)
     except _DATA_ERRORS as exc:
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.error("training data rejected; nothing was written",
@@ -134,17 +173,76 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings) -> tuple[Ret
     return summary, False
 
 
+def _handle_records(records: list[Any], settings: RetrainSettings, deadline: float,
+                    results: list[dict[str, Any]]) -> tuple[bool, bool]:
+    """Handle the S3 records of one notification; returns (any retryable failure, any malformed record)."""
+    retryable = malformed = False
+    for index, raw in enumerate(records):
+        problem = _malformed(raw)
+        if problem is None and raw.get("eventSource") not in (None, "aws:s3"):
+            logger.warning("ignoring a record that is not an S3 notification",
+                           extra={"event_source": raw.get("eventSource")})
+            continue
+        if problem is not None:
+            results.append(_malformed_summary(index, problem).model_dump(exclude_none=True))
+            malformed = True
+            continue
+        summary, failed = handle_record(S3EventRecord(raw), settings, deadline)
+        results.append(summary.model_dump(exclude_none=True))
+        retryable = retryable or failed
+    return retryable, malformed
+
+
+def _sqs_batch(event: dict[str, Any], settings: RetrainSettings, deadline: float,
+               context: LambdaContext) -> dict[str, Any]:
+    """SQS-wrapped notifications: each message succeeds or fails alone (partial batch response)."""
+    results: list[dict[str, Any]] = []
+
+    def record_handler(record: SQSRecord) -> None:
+        try:
+            body = json.loads(record.body or "")
+        except ValueError:
+            raise PoisonMessageError(f"message {record.message_id}: the body is not JSON") from None
+        if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
+            logger.info("ignoring an S3 test event", extra={"message_id": record.message_id})
+            return
+        records = _records_of(body)
+        if isinstance(records, str):
+            raise PoisonMessageError(f"message {record.message_id}: {records}")
+        retryable, malformed = _handle_records(records, settings, deadline, results)
+        if malformed:
+            raise PoisonMessageError(f"message {record.message_id}: a record is not an S3 notification")
+        if retryable:
+            raise RetrainFailedError(f"message {record.message_id}: training failed; retry may help")
+
+    # A new processor per invocation: it keeps per-batch state, and tests run handlers in threads.
+    processor = BatchProcessor(event_type=EventType.SQS)
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
+    return {**response, "results": results}
+
+
+def _is_sqs(event: Any) -> bool:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return (isinstance(records, list) and bool(records) and isinstance(records[0], dict)
+            and records[0].get("eventSource") == "aws:sqs")
+
+
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = RetrainSettings.from_env()
-    results = []
-    retryable = False
-    for record in s3_records(event):
-        summary, failed = handle_record(record, settings)
-        results.append(summary.model_dump(exclude_none=True))
-        retryable = retryable or failed
+    deadline = wall_clock() + context.get_remaining_time_in_millis() / 1000
+    if _is_sqs(event):
+        return _sqs_batch(event, settings, deadline, context)
+    # Direct S3 notification (asynchronous invocation): malformed records are reported, the others run.
+    results: list[dict[str, Any]] = []
+    records = _records_of(event)
+    if isinstance(records, str):
+        results.append(_malformed_summary(0, records).model_dump(exclude_none=True))
+        return {"results": results}
+    retryable, _ = _handle_records(records, settings, deadline, results)
     response = {"results": results}
     if retryable:
         raise RetrainFailedError(json.dumps(response))

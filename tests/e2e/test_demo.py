@@ -24,9 +24,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert proc.returncode == 0, out + proc.stderr
     assert proc.stderr == "", proc.stderr            # nothing but the demo's own output
 
-    for n in range(1, 7):
-        assert f"[{n}/6] " in out
-    port = int(re.search(r"\[1/6\] starting local S3 on 127\.0\.0\.1:(\d+)", out).group(1))
+    for n in range(1, 8):
+        assert f"[{n}/7] " in out
+    port = int(re.search(r"\[1/7\] starting local S3 on 127\.0\.0\.1:(\d+)", out).group(1))
 
     # the table: header and one row per example, each with a score, tier, 3 features and the version
     assert re.search(r"video\s+score\s+tier\s+top 3 contributing features", out)
@@ -39,5 +39,10 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert f"* {second}" in out and f"  {first}" in out
     assert "GET /model: source published" in out
     assert re.search(r"done in \d+\.\d s", out)
+    # the calibration audit: the bad file named by row and column, the table and the decision
+    assert "skipped outcomes/week-48 typo.csv: row 3, column" in out
+    assert f"audited {second} on 2000 outcome rows" in out
+    assert "accuracy (#) vs confidence (|)" in out
+    assert re.search(r"decision: (OK|ALARM) - ECE \d\.\d{4}", out)
     assert not localapi.port_is_open("127.0.0.1", port)
     assert "Traceback" not in out and '"level"' not in out and '"_aws"' not in out

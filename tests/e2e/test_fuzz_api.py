@@ -62,11 +62,15 @@ def test_fuzz_the_local_api_against_its_openapi_document(stack, capsys) -> None:
         for path, method, mode, examples in PLAN:
             label = f"{method} {path} ({mode.value})"
             started = time.monotonic()
-            for k, offset in enumerate(range(0, examples, CHUNK)):
+            chunks = range(0, examples, CHUNK)
+            for k, offset in enumerate(chunks):
                 if time.monotonic() - started > BUDGET_SECONDS:
                     break
                 _fuzzer(schema[path][method], mode, min(CHUNK, examples - offset), 1000 + k, stack.url, session,
                         statuses, label)()
+                with capsys.disabled():     # ~2 minutes in all: show that it is moving
+                    print(f"\n  fuzz {label}: chunk {k + 1}/{len(chunks)}, {sum(statuses.values())} requests so far",
+                          end="", flush=True)
 
     sent = sum(statuses.values())
     with capsys.disabled():

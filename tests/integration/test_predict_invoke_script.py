@@ -83,3 +83,17 @@ def test_unknown_function_is_a_one_line_error() -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "predict" in lines[0] and "retrain" in lines[0]
+
+
+def test_retrain_without_local_s3_or_credentials_says_what_is_missing() -> None:
+    # Given no credentials anywhere botocore looks (env, shared files, instance metadata disabled)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PYTHONPATH"}
+    env.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
+               AWS_EC2_METADATA_DISABLED="true")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "retrain", "events/retrain-s3-put.json"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=180, check=False)
+    # Then it stops before the handler runs, with one line naming the fix
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no AWS credentials" in lines[0] and "--local-s3" in lines[0]
+    assert "Traceback" not in proc.stderr

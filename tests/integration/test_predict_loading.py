@@ -38,6 +38,11 @@ def model_info(invoke: Any) -> dict[str, Any]:
     return result.body
 
 
+def logged(caplog: pytest.LogCaptureFixture, text: str, level: int = logging.WARNING) -> bool:
+    """Whether a log record at ``level`` or above carries ``text`` (the details GET /model no longer shows)."""
+    return any(r.levelno >= level and text in str(r.__dict__) for r in caplog.records)
+
+
 def start(predict_app: Any, clock: Any) -> Any:
     """Create the provider (reads the environment) with the fake clock, before the first request."""
     provider = predict_app.provider()
@@ -154,13 +159,15 @@ def test_pinned_version_is_served_even_after_the_pointer_moves(
 
 
 def test_pinned_version_that_does_not_exist_falls_back_to_bundled(
-        s3_recorder: Any, store: Any, model_env: Any, invoke: Any) -> None:
+        s3_recorder: Any, store: Any, model_env: Any, invoke: Any, caplog: pytest.LogCaptureFixture) -> None:
     store.promote(version_id(1))
     model_env(MODEL_VERSION="v-missing")
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
     info = model_info(invoke)
     assert info["source"] == "bundled"
-    assert "v-missing" in info["loadError"]
+    # GET /model gives the kind; the key is in the logs only
+    assert info["loadError"] == "ModelNotFound" and logged(caplog, "v-missing")
 
 
 # --------------------------------------------------------------------------- refresh
@@ -224,7 +231,7 @@ def test_failed_refresh_keeps_serving_and_logs_a_warning(
     assert warnings, [r.getMessage() for r in caplog.records]
     info = model_info(invoke)
     assert info["source"] == "published" and info["modelVersion"] == version_id(1)
-    assert "EndpointConnectionError" in info["lastRefreshError"]
+    assert info["lastRefreshError"] == "StorageUnavailable" and logged(caplog, "EndpointConnectionError")
     # And once S3 is back, the next due refresh swaps the new model in
     s3_recorder.outage = False
     clock.advance(31)
@@ -233,7 +240,8 @@ def test_failed_refresh_keeps_serving_and_logs_a_warning(
 
 
 def test_refresh_never_swaps_in_a_corrupt_artifact(
-        s3_recorder: Any, store: Any, model_env: Any, invoke: Any, predict_app: Any, clock: Any) -> None:
+        s3_recorder: Any, store: Any, model_env: Any, invoke: Any, predict_app: Any, clock: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
     store.promote(version_id(1))
     model_env(MODEL_REFRESH_SECONDS="30")
     start(predict_app, clock)
@@ -242,10 +250,12 @@ def test_refresh_never_swaps_in_a_corrupt_artifact(
     key, _ = store.publish(version_id(2))
     store.point(version_id(2), key, "0" * 64)
     clock.advance(31)
-    # Then the valid model keeps serving, and the failure is reported
-    assert predict(invoke)["modelVersion"] == version_id(1)
+    # Then the valid model keeps serving, and the failure is reported (its kind; the detail is logged)
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"] == version_id(1)
     info = model_info(invoke)
-    assert info["source"] == "published" and "sha256" in info["lastRefreshError"]
+    assert info["source"] == "published" and info["lastRefreshError"] == "InvalidArtifact"
+    assert logged(caplog, "sha256", logging.ERROR)
 
 
 def test_corrupt_artifact_found_by_refresh_is_logged_as_an_error(
@@ -290,10 +300,11 @@ def test_no_model_published_serves_the_bundled_baseline(
 
 
 def test_without_model_bucket_the_bundled_model_answers_without_s3(
-        s3_recorder: Any, invoke: Any) -> None:
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
+        s3_recorder: Any, invoke: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
     assert s3_recorder.clients_created == 0
-    assert "MODEL_BUCKET" in model_info(invoke)["loadError"]
+    assert model_info(invoke)["loadError"] == "NotConfigured" and logged(caplog, "MODEL_BUCKET")
 
 
 def test_model_published_after_cold_start_is_picked_up_without_refresh_setting(
@@ -327,7 +338,7 @@ def _free_loopback_port() -> int:
 
 def test_s3_unreachable_at_cold_start_serves_bundled_then_recovers(
         monkeypatch: pytest.MonkeyPatch, model_env: Any, invoke: Any, predict_app: Any, clock: Any,
-        base_artifact: Any) -> None:
+        base_artifact: Any, caplog: pytest.LogCaptureFixture) -> None:
     import boto3
     from botocore.config import Config
     from moto.server import ThreadedMotoServer
@@ -344,10 +355,11 @@ def test_s3_unreachable_at_cold_start_serves_bundled_then_recovers(
     model_env()
     start(predict_app, clock)
     # When the cold start cannot reach S3: the bundled model answers, nothing crashes
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
     info = model_info(invoke)
     assert info["source"] == "bundled"
-    assert "EndpointConnectionError" in info["loadError"]
+    assert info["loadError"] == "StorageUnavailable" and logged(caplog, "EndpointConnectionError")
     assert invoke(load_event("health.json")).status == 200
     # When S3 comes up (a moto server on that very port) with a published model ...
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -418,40 +430,47 @@ def test_corrupt_artifact_is_never_served(kind: str, s3_recorder: Any, store: An
         body = predict(invoke)
     assert body["modelVersion"].startswith("bundled-")
     assert any(r.levelno == logging.ERROR for r in caplog.records)
-    # ... and GET /model says why
+    # ... and GET /model says why (the kind; the details are in the error log)
     info = model_info(invoke)
     assert info["source"] == "bundled"
-    assert "ArtifactValidationError" in info["loadError"] and expected in info["loadError"]
+    assert info["loadError"] == "InvalidArtifact"
+    assert logged(caplog, "ArtifactValidationError", logging.ERROR) and logged(caplog, expected, logging.ERROR)
 
 
 def test_pointer_sha256_mismatch_is_never_served(s3_recorder: Any, store: Any, model_env: Any,
-                                                 invoke: Any) -> None:
+                                                 invoke: Any, caplog: pytest.LogCaptureFixture) -> None:
     # Given a valid artifact, but the pointer records other bytes (replaced after promotion)
     key, _ = store.publish(version_id(1))
     store.point(version_id(1), key, hashlib.sha256(b"something else").hexdigest())
     model_env()
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
     info = model_info(invoke)
-    assert info["source"] == "bundled" and "sha256" in info["loadError"]
+    assert info["source"] == "bundled" and info["loadError"] == "InvalidArtifact"
+    assert logged(caplog, "sha256", logging.ERROR)
 
 
 @pytest.mark.parametrize("pointer", [b"{not json", b'{"version": "v1"}', b"[]"], ids=["garbage", "no key", "array"])
 def test_corrupt_pointer_is_reported_and_bundled_served(pointer: bytes, s3_recorder: Any, store: Any,
-                                                        model_env: Any, invoke: Any) -> None:
+                                                        model_env: Any, invoke: Any,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     store.publish(version_id(1))
     store.put_pointer_bytes(pointer)
     model_env()
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
     info = model_info(invoke)
-    assert info["source"] == "bundled" and "latest.json" in info["loadError"]
+    assert info["source"] == "bundled" and info["loadError"] == "InvalidPointer"
+    assert logged(caplog, "latest.json", logging.ERROR)
 
 
 def test_pointer_to_a_missing_artifact_falls_back(s3_recorder: Any, store: Any, model_env: Any,
-                                                  invoke: Any) -> None:
+                                                  invoke: Any, caplog: pytest.LogCaptureFixture) -> None:
     store.point("v-gone", "models/v-gone/ml-weights.json", None)
     model_env()
-    assert predict(invoke)["modelVersion"].startswith("bundled-")
-    assert "v-gone" in model_info(invoke)["loadError"]
+    with caplog.at_level(logging.WARNING, logger="virality"):
+        assert predict(invoke)["modelVersion"].startswith("bundled-")
+    assert model_info(invoke)["loadError"] == "ModelNotFound" and logged(caplog, "v-gone")
 
 
 # --------------------------------------------------------------------------- legacy format

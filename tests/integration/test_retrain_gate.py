@@ -85,15 +85,17 @@ def test_only_force_promote_true_forces(s3, retrain_app, lambda_context, good, v
     assert h.pointer(s3)[0]["version"] == good["version"]
 
 
-@pytest.mark.parametrize(("f1_tolerance", "logloss_tolerance", "promoted"), [
-    ("1", "100", True),        # huge tolerances: even the bad model passes
-    ("1", "0", False),         # macro-F1 may drop, log-loss may not rise: blocked on log-loss
-    ("0", "100", False),       # blocked on macro-F1
+@pytest.mark.parametrize(("f1_tolerance", "logloss_tolerance", "disagreement", "promoted"), [
+    ("1", "100", "1", True),        # huge tolerances: even the bad model passes
+    ("1", "0", "1", False),         # macro-F1 may drop, log-loss may not rise: blocked on log-loss
+    ("0", "100", "1", False),       # blocked on macro-F1
 ], ids=["huge-tolerance-promotes", "logloss-blocks", "macro-f1-blocks"])
 def test_tolerances_come_from_the_environment(s3, retrain_app, lambda_context, good, monkeypatch,
-                                              f1_tolerance, logloss_tolerance, promoted) -> None:
+                                              f1_tolerance, logloss_tolerance, disagreement, promoted) -> None:
     monkeypatch.setenv("PROMOTION_F1_TOLERANCE", f1_tolerance)
     monkeypatch.setenv("PROMOTION_LOGLOSS_TOLERANCE", logloss_tolerance)
+    # The reference-holdout check has its own tolerance (test_retrain_poisoning.py); lifted here.
+    monkeypatch.setenv("PROMOTION_MAX_SHARP_DISAGREEMENT", disagreement)
     etag_before = h.pointer_etag(s3)
 
     summary = h.run_one(retrain_app, lambda_context, h.event_for(_upload_bad(s3)))

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from virality.config import PredictSettings, RetrainSettings
+from virality.config import AuditSettings, PredictSettings, RetrainSettings
 
 pytestmark = pytest.mark.template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
-SETTINGS = {"PredictFunction": PredictSettings, "RetrainFunction": RetrainSettings}
+SETTINGS = {"PredictFunction": PredictSettings, "RetrainFunction": RetrainSettings, "AuditFunction": AuditSettings}
 # Names a function may set besides its settings: Powertools' own variables
 # (prefix) and a few standard ones read by the runtime or libraries.
 ALLOWED_EXTRA_ENV = {"AWS_LAMBDA_EXEC_WRAPPER", "PYTHONWARNINGS", "TZ"}
@@ -86,6 +86,10 @@ def _fn_props(template: dict[str, Any], name: str) -> dict[str, Any]:
 def _statements(props: dict[str, Any]) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     for policy in props.get("Policies", []):
+        if isinstance(policy, dict) and "Fn::If" in policy:     # a conditional policy: check every branch
+            branches = [b for b in policy["Fn::If"][1:] if not (isinstance(b, dict) and b.get("Ref") == "AWS::NoValue")]
+            statements.extend(st for b in branches for st in _statements({"Policies": [b]}))
+            continue
         assert isinstance(policy, dict) and "Statement" in policy, (
             f"only inline policy statements are allowed (no managed policies / SAM templates): {policy!r}"
         )
@@ -116,6 +120,8 @@ def _resolve(template: dict[str, Any], value: Any) -> str:
     if isinstance(value, dict) and "Ref" in value:
         param = template.get("Parameters", {}).get(value["Ref"])
         return str(param["Default"]) if param is not None else f"resolved-{value['Ref'].lower()}"
+    if isinstance(value, dict) and "Fn::Sub" in value:     # a constructed name (DATA_BUCKET)
+        return "resolved-" + _text(value).replace("${", "").replace("}", "").replace("::", "-").lower()
     assert not isinstance(value, (dict, list)), f"unsupported environment value {value!r}"
     return str(value)
 
@@ -237,7 +243,8 @@ def test_retrain_trigger_cannot_match_its_own_writes(template):
         if st["Effect"] == "Allow" and any(WRITE_ACTION.search(a) for a in actions):
             for res in _as_list(st["Resource"]):
                 text = _text(res)
-                assert text == "${ModelBucket.Arn}/models/*", f"write permission outside models/: {text}"
+                assert text in ("${ModelBucket.Arn}/models/*", "${ModelBucket.Arn}/models/latest.json"), (
+                    f"write permission outside models/: {text}")
                 assert data_bucket.split(":::")[-1] not in text
     assert props["RecursiveLoop"] == "Terminate"
 
@@ -290,8 +297,28 @@ def test_retrain_permissions_are_scoped(template):
     assert by_resource == {
         training: {"s3:GetObject", "s3:GetObjectVersion"},
         "${ModelBucket.Arn}/models/*": {"s3:GetObject", "s3:PutObject"},
-        "${ModelBucket.Arn}": {"s3:ListBucket"},
+        "${ModelBucket.Arn}/models/latest.json": {"s3:PutObject", "s3:GetObjectVersion"},
+        "${ModelBucket.Arn}": {"s3:ListBucket", "s3:ListBucketVersions"},
     }
+
+
+def test_retrain_writes_are_conditional_in_iam(template):
+    # Write-once in IAM: PutObject under models/ only with If-None-Match; the pointer also with If-Match.
+    puts = [st for st in _statements(_fn_props(template, "RetrainFunction")) if "s3:PutObject" in _as_list(st["Action"])]
+    by_resource = {_text(r): st.get("Condition") for st in puts for r in _as_list(st["Resource"])}
+    assert by_resource == {
+        "${ModelBucket.Arn}/models/*": {"Null": {"s3:if-none-match": "false"}},
+        "${ModelBucket.Arn}/models/latest.json": {"Null": {"s3:if-match": "false"}},
+    }
+    for st in _statements(_fn_props(template, "RetrainFunction")):
+        assert not {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl"} & set(_as_list(st["Action"]))
+        if "s3:ListBucketVersions" in _as_list(st["Action"]):
+            assert st["Condition"] == {"StringLike": {"s3:prefix": ["models/latest.json"]}}
+
+
+def test_retrain_refuses_foreign_buckets_by_configuration(template):
+    env = _fn_props(template, "RetrainFunction")["Environment"]["Variables"]
+    assert _text(env["DATA_BUCKET"]) == _data_bucket_name_template(template)
 
 
 def test_retrain_limits_and_failure_destination(template):

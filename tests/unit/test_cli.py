@@ -175,3 +175,24 @@ def test_versions_and_rollback_move_the_pointer(s3: Any, capsys: pytest.CaptureF
     assert (pointer.version, pointer.previous) == (versions[0], versions[1])
     code, _, err = run(capsys, monkeypatch, "rollback", "--bucket", MODEL_BUCKET, "--version", "v-nope")
     assert code == 1 and "does not exist" in err and registry.read_pointer().pointer.version == versions[0]
+
+
+def test_console_log_format_is_one_readable_line_with_structured_keys() -> None:
+    import logging
+
+    from virality.localapi import ConsoleLogFormatter
+
+    record = logging.LogRecord("virality", logging.INFO, __file__, 1, "model loaded", None, None)
+    record.model_version = "v1"
+    record.source = "published"
+    record.function_request_id = "dropped: a local server has no Lambda context"
+    line = ConsoleLogFormatter().format(record)
+    assert line.endswith("INFO    model loaded  model_version=v1 source=published")
+    assert "\n" not in line and "{" not in line
+
+
+def test_serve_log_format_defaults_to_console_and_accepts_json() -> None:
+    from virality.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).log_format == "console"
+    assert build_parser().parse_args(["serve", "--log-format", "json"]).log_format == "json"

@@ -15,6 +15,8 @@ from virality.softmax import class_weights, fit, loss_gradient, objective
 from virality.synthetic import sample_csv
 from virality.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
 
+from .conftest import PINNED_CONFIG
+
 
 def test_newton_model_beats_the_majority_baseline_by_far(trained):
     report = trained.test_report
@@ -79,8 +81,9 @@ def test_balanced_class_weight_trains_to_the_weighted_optimum(training_set):
     ts = type(training_set)(training_set.format, training_set.source, training_set.sha256, train,
                             training_set.test, training_set.preprocessing, training_set.tiering)
     # When trained with and without balanced weights
-    balanced = train_model(ts, TrainingConfig(class_weight="balanced"), model_version="b")
-    plain = train_model(ts, TrainingConfig(), model_version="p")
+    balanced = train_model(ts, TrainingConfig(class_weight="balanced", l2=1e-3, calibration="none"),
+                           model_version="b")
+    plain = train_model(ts, TrainingConfig(l2=1e-3, calibration="none"), model_version="p")
     # Then the weighted model sits at the optimum of the weighted objective
     assert balanced.artifact.training.classWeight == "balanced"
     assert balanced.artifact.training.converged
@@ -96,7 +99,7 @@ def test_balanced_class_weight_trains_to_the_weighted_optimum(training_set):
 
 def test_evaluate_on_refeaturises_raw_data_with_the_models_own_caps(trained):
     # Given a second model trained on other data (so its caps differ)
-    other = train_file(sample_csv(800, seed=99), "other.csv", model_version="v-other")
+    other = train_file(sample_csv(800, seed=99), "other.csv", PINNED_CONFIG, model_version="v-other")
     assert other.model.preprocessing != trained.model.preprocessing
     split = trained.training_set.test
     # When it is evaluated on the first model's raw test split
@@ -113,7 +116,7 @@ def test_evaluate_on_refeaturises_raw_data_with_the_models_own_caps(trained):
 
 
 def test_train_file_is_deterministic(sample_csv_bytes, trained):
-    again = train_file(sample_csv_bytes, "sample.csv", model_version="v-test-newton")
+    again = train_file(sample_csv_bytes, "sample.csv", PINNED_CONFIG, model_version="v-test-newton")
     assert again.artifact.weights == trained.artifact.weights
     assert again.artifact.biases == trained.artifact.biases
     assert again.artifact.metrics == trained.artifact.metrics
@@ -121,7 +124,7 @@ def test_train_file_is_deterministic(sample_csv_bytes, trained):
 
 
 def test_train_file_on_seed_json(seed_json_bytes):
-    outcome = train_file(seed_json_bytes, "seed.json", model_version="v-seed")
+    outcome = train_file(seed_json_bytes, "seed.json", PINNED_CONFIG, model_version="v-seed")
     a = outcome.artifact
     assert a.data.format == "seed-json"
     assert a.training.testFraction is None

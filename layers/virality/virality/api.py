@@ -42,6 +42,12 @@ from .features import (
     parse_posted_at,
 )
 from .model import ViralityModel
+from .safejson import NestingTooDeepError, check_depth
+
+#: Deepest nesting a request body may have. A valid request nests at most 4 levels
+#: (``{"instances": [{"video": {...}}]}``); this limit is far below the recursion limit
+#: of the Lambda Python runtime (1,000), so nothing that walks an accepted body can overflow.
+MAX_NESTING_DEPTH = 32
 
 # defer_build: request models are built on first use; a cold start answering named
 # features (the fast path) never needs them.
@@ -61,7 +67,11 @@ NamedFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
 
 def _check_posted_at(value: Any) -> Any:
     # Runs before the str|number union so an error names the field once, not once per union member.
-    parse_posted_at(value)
+    # Only ValueError becomes a 422 in a pydantic validator: anything else here would be a 500.
+    try:
+        parse_posted_at(value)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"epoch seconds out of range ({type(exc).__name__})") from None
     return value
 
 
@@ -202,14 +212,31 @@ class ModelInfo(BaseModel):
     featureNames: list[str]
     tierMidpoints: list[float]
     source: str = Field(description="published (pointer), pinned (MODEL_VERSION) or bundled (baseline)")
-    key: str | None = None
-    loadError: str | None = None
-    lastRefreshError: str | None = None
+    key: str | None = Field(None, description="Key of the served ml-weights.json under the model prefix")
+    loadError: str | None = Field(None, description=(
+        "Why the bundled baseline is served, as a kind: NotConfigured, ModelNotFound, StorageUnavailable, "
+        "InvalidPointer, InvalidArtifact or InternalError (details are logged, never returned)"))
+    lastRefreshError: str | None = Field(None, description="Kind of the last failed refresh (same kinds)")
     refreshSeconds: float
     pinnedVersion: str | None = None
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | None = Field(None, description=(
+        "Training data provenance: source is the file name only (no bucket or path), sha256 of its bytes"))
+    featureSet: str = Field("full", description="full, or prepublication: only what is known before posting "
+                                                "(post-publication features have weight 0)")
+    calibration: dict[str, Any] | None = Field(None, description="temperature folded into the weights, if any")
+
+
+def public_data_provenance(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The provenance GET /model shows: the training file's name and sha256, not where it is stored.
+
+    ``s3://virality-data-<account id>-.../training-data/x.csv`` -> ``x.csv``; a local path -> its name.
+    """
+    if data is None:
+        return None
+    source = str(data.get("source", ""))
+    return {**data, "source": source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]}
 
 
 class Health(BaseModel):
@@ -257,6 +284,20 @@ def _find_duplicates(node: Any, path: str = "") -> list[dict[str, str]]:
         for i, value in enumerate(node):
             found += _find_duplicates(value, f"{path}[{i}]")
     return found
+
+
+def _too_deep(exc: NestingTooDeepError) -> RequestValidationError:
+    return RequestValidationError("JSON nested too deeply", [{
+        "field": _field_path(exc.parts[:3]) if exc.parts else "body",
+        "message": f"nested more than {exc.max_depth} levels deep"}], status=400)
+
+
+def _bounded(doc: Any) -> Any:
+    """``doc``, once proven to nest at most :data:`MAX_NESTING_DEPTH` levels (else a 400 naming where)."""
+    try:
+        return check_depth(doc, MAX_NESTING_DEPTH)
+    except NestingTooDeepError as exc:
+        raise _too_deep(exc) from None
 
 
 def _reject_constant(name: str) -> None:
@@ -369,21 +410,27 @@ def _parse_json_stdlib(raw: bytes) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestValidationError("invalid JSON", [{"field": "body", "message": str(exc)}], status=400) from None
     except RecursionError:
-        raise RequestValidationError("invalid JSON", [{"field": "body", "message": "nested too deeply"}],
-                                     status=400) from None
-    duplicates = _find_duplicates(doc)
+        raise RequestValidationError("JSON nested too deeply", [{
+            "field": "body", "message": f"nested more than {MAX_NESTING_DEPTH} levels deep"}], status=400) from None
+    duplicates = _find_duplicates(_bounded(doc))       # recursive, so only on a bounded document
     if duplicates:
         raise RequestValidationError("duplicated field in JSON", duplicates[:50], status=400)
     return doc
 
 
 def parse_json(raw: bytes) -> Any:
-    """Parse a request body: NaN/Infinity literals and duplicated keys are errors (400).
+    """Parse a request body: NaN/Infinity literals, duplicated keys and nesting deeper
+    than :data:`MAX_NESTING_DEPTH` are errors (400).
 
     jiter (Rust) does the work; whenever it refuses a body, the standard library
     parses it again to either produce the precise error or, where jiter is merely
     stricter (lone surrogates, nesting depth), the document.
     """
+    return _bounded(_parse_json_unbounded(raw))
+
+
+def _parse_json_unbounded(raw: bytes) -> Any:
+    """:func:`parse_json` for bytes whose nesting depth is already proven (the stdlib fallback bounds it anyway)."""
     try:
         return jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True)
     except ValueError:
@@ -396,8 +443,9 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
     Raises
     ------
     RequestValidationError
-        400 for bad JSON or duplicated keys, 413 for a batch over ``max_batch``,
-        422 for schema violations (every offending field listed, batch index included).
+        400 for bad JSON, duplicated keys or nesting deeper than :data:`MAX_NESTING_DEPTH`,
+        413 for a batch over ``max_batch``, 422 for schema violations (every offending
+        field listed, batch index included).
     """
     # First a parse without the duplicate-key check (half the cost of one with it): the
     # named-features fast path rules duplicates out by itself (see _named_features_fast).
@@ -415,9 +463,11 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
                                      [{"field": "instances", "message": f"at most {max_batch} instances"}], status=413)
     fast = _named_features_fast(doc, raw)
     if fast is not None:
-        return fast
+        return fast         # its shape (checked exactly) nests 3 levels at most
+    # Everything below walks the document recursively (duplicate scan, pydantic): bound it first.
+    _bounded(doc)
     if not duplicates_checked:
-        doc = parse_json(raw)
+        doc = _parse_json_unbounded(raw)     # the same bytes: their depth is proven
     try:
         request = PredictRequest.model_validate(doc)
     except ValidationError as exc:

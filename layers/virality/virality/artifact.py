@@ -17,21 +17,65 @@ import json
 import math
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import NUM_CLASSES, TIER_MIDPOINTS
 from .errors import ArtifactValidationError
 from .features import FEATURE_NAMES, N_FEATURES, Preprocessing
-from .metrics import EvaluationReport
+from .metrics import EvaluationReport, Interval
+from .safejson import NestingTooDeepError, check_depth
 from .tiering import Tiering
 
 SCHEMA_VERSION = 2
 
+#: Deepest nesting an artifact may have (a valid one nests 5 levels: metrics.test.confusionMatrix
+#: rows); far below the interpreter's recursion limit, which pydantic and json would otherwise hit.
+MAX_ARTIFACT_DEPTH = 64
+
+#: Largest |weight| or |bias| accepted. With x in [0, 1]^15 every logit then lies within
+#: 16 * MAX_ABS_PARAMETER of 0, so ``z - max(z)``, ``exp`` and the normalisation are finite and
+#: every probability and score a loaded model produces is a finite number (no NaN, no null).
+#: Logit gaps past ~745 already give probabilities of exactly 0, so no useful model comes near it.
+MAX_ABS_PARAMETER = 1e6
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class L2Search(_Model):
+    """Cross-validated choice of ``lambda`` (``--l2 auto``)."""
+
+    grid: list[float] = Field(description="lambda values tried, increasing")
+    meanLogLoss: list[float] = Field(description="mean held-out log-loss over the folds, per grid value")
+    stdLogLoss: list[float] = Field(description="standard deviation over the folds, per grid value")
+    chosen: float = Field(description="the grid value with the lowest mean held-out log-loss")
+    folds: int = Field(description="number of stratified folds")
+    seed: int = Field(description="seed of the fold assignment")
+    scoring: str = Field("logLoss", description="the criterion minimised")
+    durationSeconds: float | None = None
+
+
+class CalibrationInfo(_Model):
+    """Post-hoc calibration folded into the published weights.
+
+    For ``method == "temperature"`` the published ``weights``/``biases`` are the
+    raw optimum divided by ``temperature``; ``logits = W x + b`` still holds.
+    """
+
+    method: Literal["temperature", "none"] = Field(description="temperature scaling, or none")
+    temperature: float = Field(1.0, gt=0, description="T; the published logits are the raw logits / T")
+    source: str = Field(description='where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')
+    nSamples: int | None = Field(None, description="rows T was fitted on")
+    eceBefore: float | None = Field(None, description="ECE (10 bins) of the raw logits on those rows")
+    eceAfter: float | None = Field(None, description="ECE (10 bins) after dividing by T")
+    logLossBefore: float | None = None
+    logLossAfter: float | None = None
+    fittedAt: str | None = Field(None, description="UTC ISO time T was fitted")
+    provenance: dict[str, str] | None = Field(
+        None, description="free-form origin of the calibration data (e.g. bucket/key, sha256, window)")
 
 
 class TrainingInfo(_Model):
@@ -46,6 +90,7 @@ class TrainingInfo(_Model):
     seed: int
     testFraction: float | None = None
     durationSeconds: float
+    l2Search: L2Search | None = Field(None, description="present when l2 was chosen by cross-validation")
 
 
 class SplitRows(_Model):
@@ -64,11 +109,14 @@ class DataProvenance(_Model):
     format: str
     rows: SplitRows
     classCounts: ClassCounts
+    labelColumn: str | None = Field(None, description='column the tiers came from: "views" or "labelViews"')
 
 
 class Metrics(_Model):
     test: EvaluationReport
     trainAccuracy: float
+    testIntervals: dict[str, Interval] | None = Field(
+        None, description="seeded bootstrap 95% intervals of the test metrics (accuracy, macroF1, logLoss, ece)")
 
 
 class ModelArtifact(_Model):
@@ -89,6 +137,10 @@ class ModelArtifact(_Model):
     data: DataProvenance | None = None
     preprocessing: Preprocessing | None = None
     tiering: Tiering | None = None
+    featureSet: Literal["full", "prepublication"] | None = Field(
+        None, description='features the model uses; "prepublication" holds post-publication ones at their '
+                          'defaults (absent = "full")')
+    calibration: CalibrationInfo | None = None
     checksum: str | None = None
 
     @model_validator(mode="after")
@@ -104,6 +156,9 @@ class ModelArtifact(_Model):
         if not all(math.isfinite(v) for row in self.weights for v in row) or not all(
                 math.isfinite(v) for v in self.biases):
             raise ValueError("weights and biases must be finite")
+        if max(abs(v) for row in (*self.weights, self.biases) for v in row) > MAX_ABS_PARAMETER:
+            raise ValueError(f"weights and biases must be at most {MAX_ABS_PARAMETER:g} in absolute value "
+                             "(larger ones overflow the logits)")
         mids = self.tierMidpoints
         if len(mids) != NUM_CLASSES or not all(0 <= m <= 100 for m in mids) or sorted(mids) != list(mids):
             raise ValueError("tierMidpoints must be 5 increasing values in [0, 100]")
@@ -135,17 +190,27 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
 def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> ModelArtifact:
     """Parse and validate an artifact.
 
     Raises
     ------
     ArtifactValidationError
-        Invalid JSON, wrong shapes, non-finite values, wrong feature names or
+        Invalid JSON (NaN/Infinity literals included), nesting deeper than
+        :data:`MAX_ARTIFACT_DEPTH`, wrong shapes, non-finite values or
+        parameters beyond :data:`MAX_ABS_PARAMETER`, wrong feature names or
         order, or (schema 2) a missing or mismatching checksum.
     """
     try:
-        doc = json.loads(data)
+        doc = check_depth(json.loads(data, parse_constant=_reject_constant), MAX_ARTIFACT_DEPTH)
+    except NestingTooDeepError as exc:
+        raise ArtifactValidationError(f"{source}: {exc}") from None
+    except RecursionError:      # the parser itself gives up past the recursion limit
+        raise ArtifactValidationError(f"{source}: nested more than {MAX_ARTIFACT_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactValidationError(f"{source}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):

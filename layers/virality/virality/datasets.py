@@ -84,6 +84,7 @@ class TrainingSet:
     test: Split
     preprocessing: Preprocessing | None
     tiering: Tiering | None
+    label_column: str | None = None     # "views", or "labelViews" (label horizon); None for seed JSON
 
 
 # --------------------------------------------------------------------------- detection
@@ -758,11 +759,12 @@ def _split_columns(columns: dict[str, np.ndarray], train_idx: np.ndarray, test_i
 
 
 def _build_training_set(columns: dict[str, np.ndarray], *, source: str, sha256: str, fmt: DataFormat,
-                        test_fraction: float, seed: int, tiering: Tiering | None) -> TrainingSet:
-    views = columns["views"]
-    fitted_tiering = fit_tiering(views, tiering)
-    tiers = assign_tiers(views, fitted_tiering)
-    del views
+                        test_fraction: float, seed: int, tiering: Tiering | None,
+                        label_views: np.ndarray | None = None) -> TrainingSet:
+    outcome = columns["views"] if label_views is None else label_views
+    fitted_tiering = fit_tiering(outcome, tiering)
+    tiers = assign_tiers(outcome, fitted_tiering)
+    del outcome
     if np.unique(tiers).size < 2:
         raise DataValidationError("all videos fall in one tier; at least 2 are needed", location=source or None)
     train_idx, test_idx = stratified_split(tiers, test_fraction, seed)
@@ -772,15 +774,21 @@ def _build_training_set(columns: dict[str, np.ndarray], *, source: str, sha256: 
     train = Split(_features(raw_train, prep), tiers[train_idx], raw_train)
     test = Split(_features(raw_test, prep), tiers[test_idx], raw_test)
     _check_splits(train, test, source)
-    return TrainingSet(fmt, source, sha256, train, test, prep, fitted_tiering)
+    return TrainingSet(fmt, source, sha256, train, test, prep, fitted_tiering,
+                       "views" if label_views is None else "labelViews")
 
 
 def build_training_set(raw: RawVideos, *, source: str, sha256: str, fmt: DataFormat,
-                       test_fraction: float = 0.2, seed: int = 42, tiering: Tiering | None = None) -> TrainingSet:
-    """Label, split and featurise raw videos (caps fitted on the training split)."""
+                       test_fraction: float = 0.2, seed: int = 42, tiering: Tiering | None = None,
+                       label_views: np.ndarray | None = None) -> TrainingSet:
+    """Label, split and featurise raw videos (caps fitted on the training split).
+
+    ``label_views`` (shape (n_samples,)), when given, replaces ``views`` as the
+    source of the tiers (see :mod:`virality.labels`).
+    """
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     return _build_training_set(columns, source=source, sha256=sha256, fmt=fmt, test_fraction=test_fraction,
-                               seed=seed, tiering=tiering)
+                               seed=seed, tiering=tiering, label_views=label_views)
 
 
 def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None = None,
@@ -807,11 +815,17 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
         _check_splits(train, test, source)
         return TrainingSet(fmt, source, digest, train, test, None, None)
     raw = read_csv(data, source) if fmt == "csv" else read_jsonl(data, source)
+    from .labels import read_label_views
+
+    label_views = read_label_views(data, fmt, source)
+    if label_views is not None and label_views.shape[0] != len(raw):
+        raise DataValidationError(f"{label_views.shape[0]} labelViews values for {len(raw)} records",
+                                  location=source or None, column="labelViews")
     # Hand the columns over without keeping `raw`: the split then replaces them one by one.
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     del raw
     return _build_training_set(columns, source=source, sha256=digest, fmt=fmt, test_fraction=test_fraction,
-                               seed=seed, tiering=tiering)
+                               seed=seed, tiering=tiering, label_views=label_views)
 
 
 def records_to_jsonl(records: Iterable[Mapping[str, object]]) -> bytes:

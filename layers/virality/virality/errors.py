@@ -62,6 +62,10 @@ class VersionExistsError(ViralityError):
     """A model object already exists at the key being published; it is never overwritten."""
 
 
+class RetrainInProgressError(ViralityError):
+    """Another delivery of the same event holds its lease and did not finish in time; retry later."""
+
+
 class TrainingDataTooLargeError(ViralityError):
     """The training object is larger than the configured ``MAX_TRAINING_BYTES``."""
 
@@ -90,3 +94,7 @@ class RequestValidationError(ViralityError, ValueError):
         self.message = message
         self.details = details or []
         self.status = status
+
+
+class PointerIntegrityError(ArtifactValidationError):
+    """``latest.json`` is unreadable, or its ``version``, its ``key`` and the artifact's ``modelVersion`` disagree."""

@@ -211,7 +211,8 @@ def parse_posted_at(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError("expected an ISO 8601 timestamp or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        # parse_number first: math.isfinite raises OverflowError on an int beyond float range
+        if not math.isfinite(number := parse_number(value, what="epoch seconds")) or number < 0:
             raise ValueError("epoch seconds must be a finite, non-negative number")
         try:
             return datetime.fromtimestamp(value, tz=UTC)
@@ -236,8 +237,12 @@ def parse_posted_at(value: object) -> datetime:
     raise ValueError("expected an ISO 8601 timestamp or epoch seconds")
 
 
-def parse_number(value: object, *, integer_like: bool = False) -> float:
-    """A finite float from a JSON/CSV value (bools and blanks are rejected)."""
+def parse_number(value: object, *, integer_like: bool = False, what: str = "value") -> float:
+    """A finite float from a JSON/CSV value (bools and blanks are rejected).
+
+    The one safe conversion of untrusted numbers: every failure, including an
+    integer too large for a float, is a ``ValueError``.
+    """
     if isinstance(value, bool) or value is None:
         raise ValueError("not a number")
     if isinstance(value, str):
@@ -252,7 +257,9 @@ def parse_number(value: object, *, integer_like: bool = False) -> float:
         try:
             number = float(value)
         except OverflowError:
-            raise ValueError(f"must be finite, got an integer with {len(str(value))} digits") from None
+            # not len(str(value)): str() itself refuses ints of more than 4,300 digits
+            raise ValueError(f"{what} must be finite, got an integer of about "
+                             f"{int(value.bit_length() * 0.30103) + 1} digits") from None
     else:
         raise ValueError(f"not a number: {value!r}")
     if not math.isfinite(number):
@@ -410,3 +417,46 @@ def feature_vector_to_ml_input(fv: Mapping[str, float | None]) -> np.ndarray:
 def named_features_to_vector(features: Mapping[str, float]) -> np.ndarray:
     """Order a mapping of the 15 named features into a vector of shape (15,)."""
     return np.array([float(features[name]) for name in FEATURE_NAMES], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- feature sets
+
+#: Features computed from counts that exist only after a video is published
+#: (its views, likes, comments, shares, saves). ``viewsPerFollower`` and the
+#: four rates also share ``views`` with the tier label.
+POST_PUBLICATION_FEATURES: tuple[str, ...] = (
+    "shareRate", "commentRate", "likeRate", "saveRate", "shareToLikeRatio", "commentToLikeRatio",
+    "viewsPerFollower",
+)
+
+#: ``full``: all 15 features ("how viral is a video whose counts I know").
+#: ``prepublication``: only what is known before posting (duration, hashtags,
+#: sound, caption, followers, weekday, hour); the others are held at their
+#: pipeline-bridge defaults and get weight 0.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "full": FEATURE_NAMES,
+    "prepublication": tuple(n for n in FEATURE_NAMES if n not in POST_PUBLICATION_FEATURES),
+}
+
+
+def feature_set_mask(feature_set: str) -> np.ndarray:
+    """Boolean mask of shape (15,): True for the features ``feature_set`` learns from.
+
+    Raises
+    ------
+    ValueError
+        For an unknown feature set.
+    """
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature set must be one of {', '.join(FEATURE_SETS)}, got {feature_set!r}")
+    used = set(FEATURE_SETS[feature_set])
+    return np.array([name in used for name in FEATURE_NAMES])
+
+
+def hold_features(X: np.ndarray, feature_set: str) -> np.ndarray:
+    """Copy of ``X`` (shape (n_samples, 15)) with the features outside ``feature_set``
+    set to their pipeline-bridge defaults (:func:`feature_vector_to_ml_input` of ``{}``)."""
+    mask = feature_set_mask(feature_set)
+    out = np.array(X, dtype=np.float64, copy=True)
+    out[:, ~mask] = feature_vector_to_ml_input({})[~mask]
+    return out

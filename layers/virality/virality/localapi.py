@@ -684,6 +684,40 @@ def publish_sample_model(s3: LocalS3, *, data_bucket: str = DATA_BUCKET, model_b
 # --------------------------------------------------------------------------- virality serve
 
 
+_LOG_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class ConsoleLogFormatter(logging.Formatter):
+    """One readable line per log record: ``12:00:01 INFO  model loaded  model_version=v1 source=published``.
+
+    Structured keys passed as ``extra=`` stay visible as ``key=value`` pairs; the
+    Lambda-context keys that a local server does not have are dropped.
+    """
+
+    _SKIP = frozenset({"service", "sampling_rate", "xray_trace_id", "cold_start", "function_name",
+                       "function_memory_size", "function_arn", "function_request_id", "correlation_id",
+                       "location", "timestamp", "level"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        pairs = " ".join(f"{k}={v}" for k, v in vars(record).items()
+                         if k not in _LOG_RECORD_FIELDS and k not in self._SKIP and not k.startswith("_")
+                         and v not in (None, "", {}))
+        line = (f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+                f"{'  ' + pairs if pairs else ''}")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def use_console_logs() -> None:
+    """Human-readable handler logs and no EMF metric lines (``virality serve --log-format console``)."""
+    from .observability import logger
+
+    for handler in logger.handlers:
+        handler.setFormatter(ConsoleLogFormatter())
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+
+
 def _print(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
@@ -721,7 +755,8 @@ def _serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str
             if local_s3:
                 model_bucket = bucket or MODEL_BUCKET
                 s3 = stack.enter_context(LocalS3(dict.fromkeys([DATA_BUCKET, model_bucket])))
-                _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}")
+                _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}",
+                       f"  versions: virality versions --local-s3 {s3.endpoint_url}")
                 summary = publish_sample_model(s3, model_bucket=model_bucket, prefix=prefix)
                 m = summary.get("metrics") or {}
                 _print(f"trained {summary['version']} on the synthetic sample through the retrain handler "

@@ -5,7 +5,11 @@ Layout under ``prefix`` (default ``models/``)::
     <prefix><version>/ml-weights.json   the artifact (written once, never overwritten)
     <prefix><version>/report.txt        human-readable training report
     <prefix>latest.json                 pointer to the promoted version
-    <prefix>_sources/<sha256>.json      claim: which version an S3 event produced
+    <prefix><version>/holdout.json      its test split: the gate's reference holdout while it is champion
+    <prefix><version>/decision-<n>.json gate decision n (written before the pointer moves)
+    <prefix><version>/promotion.json    final outcome of the promotion (written last)
+    <prefix>_sources/<sha256>.json      claim (lease 0): which version an S3 event produces
+    <prefix>_sources/<sha256>.lease-<n>.json / .release-<n>.json  takeovers of the claim
 
 Every write is conditional: new objects use ``IfNoneMatch='*'`` and the
 pointer moves with ``IfMatch=<etag read before>`` (or ``IfNoneMatch='*'``
@@ -39,6 +43,8 @@ WEIGHTS_NAME = "ml-weights.json"
 REPORT_NAME = "report.txt"
 PROMOTION_NAME = "promotion.json"
 CLAIMS_DIR = "_sources/"
+DECISION_STEM = "decision-"
+HOLDOUT_NAME = "holdout.json"
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
@@ -64,6 +70,7 @@ class Pointer(BaseModel):
     metrics: dict[str, Any] | None = None
     previous: str | None = Field(None, description="version the pointer named before")
     reason: str | None = None
+    decision: int | None = Field(None, description="attempt number of the gate decision that moved it here")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +260,45 @@ class ModelRegistry:
             raise
         return response["ETag"]
 
-    # ------------------------------------------------------------------ idempotency claims
+    # ------------------------------------------------------------------ write-once JSON records
+
+    def put_json_once(self, key: str, doc: dict[str, Any]) -> bool:
+        """Write ``doc`` at ``key`` unless something is there already; True when this call wrote it."""
+        try:
+            self._put_new(key, json.dumps(doc, sort_keys=True).encode(), "application/json")
+            return True
+        except VersionExistsError:
+            return False
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        """The JSON object at ``key``, or None when absent.
+
+        Raises
+        ------
+        ArtifactValidationError
+            The object is not a JSON object (a damaged record is never guessed at).
+        """
+        try:
+            body = self._get(key)["Body"].read()
+        except ModelNotFoundError:
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ArtifactValidationError(f"s3://{self.bucket}/{key}: not a JSON object")
+        return doc
+
+    # ------------------------------------------------------------------ idempotency claims (leases)
+
+    def lease_key(self, source_id: str, n: int) -> str:
+        """Lease ``n`` on an event: 0 is the claim itself, ``n >= 1`` a takeover after lease ``n - 1`` ended."""
+        return self.claim_key(source_id) if n == 0 else self.claim_key(source_id)[:-5] + f".lease-{n}.json"
+
+    def release_key(self, source_id: str, n: int) -> str:
+        """Marker that the holder of lease ``n`` gave up (failed): the next delivery may take over at once."""
+        return self.claim_key(source_id)[:-5] + f".release-{n}.json"
 
     def claim_source(self, source_id: str, version: str) -> str | None:
         """Record that ``source_id`` (bucket/key/version-or-etag) produces ``version``.
@@ -261,28 +306,33 @@ class ModelRegistry:
         Returns None when the claim is new, else the version an earlier
         delivery of the same event already claimed.
         """
-        key = self.claim_key(source_id)
-        body = json.dumps({"source": source_id, "version": version}).encode()
-        try:
-            self._put_new(key, body, "application/json")
+        if self.put_json_once(self.claim_key(source_id), {"source": source_id, "version": version}):
             return None
-        except VersionExistsError:
-            existing = json.loads(self._get(key)["Body"].read())
-            return str(existing["version"])
+        existing = self.get_json(self.claim_key(source_id)) or {}
+        return str(existing["version"])
+
+    # ------------------------------------------------------------------ per-version records
 
     def promotion_key(self, version: str) -> str:
+        """Final outcome of ``version``'s promotion (written once, after the pointer moved or was left)."""
         return f"{self.prefix}{version}/{PROMOTION_NAME}"
 
-    def record_promotion(self, version: str, decision: dict[str, Any]) -> None:
-        """Write-once record of the gate's decision for ``version`` (a retry then knows it is done)."""
-        with contextlib.suppress(VersionExistsError):
-            self._put_new(self.promotion_key(version), json.dumps(decision).encode(), "application/json")
+    def decision_key(self, version: str, attempt: int) -> str:
+        """Gate decision ``attempt`` of ``version`` (written once, before the pointer moves)."""
+        return f"{self.prefix}{version}/{DECISION_STEM}{attempt}.json"
+
+    def holdout_key(self, version: str) -> str:
+        """The version's test split, kept as the reference holdout while it is the champion."""
+        return f"{self.prefix}{version}/{HOLDOUT_NAME}"
+
+    def record_promotion(self, version: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """Write-once final outcome of ``version``; returns the stored one (an earlier writer's wins)."""
+        if self.put_json_once(self.promotion_key(version), decision):
+            return decision
+        return self.get_json(self.promotion_key(version)) or decision
 
     def read_promotion(self, version: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._get(self.promotion_key(version))["Body"].read())
-        except ModelNotFoundError:
-            return None
+        return self.get_json(self.promotion_key(version))
 
     def version_exists(self, version: str) -> bool:
         try:
@@ -292,6 +342,32 @@ class ModelRegistry:
             if _is_client_error_in(exc, _NOT_FOUND):
                 return False
             raise
+
+    def pointer_history(self, since: str | None = None, limit: int = 200) -> list[Pointer]:
+        """Pointer documents of every stored object version of ``latest.json`` (versioned bucket), newest first.
+
+        ``since`` (ISO-8601 UTC) skips versions last modified more than five
+        minutes (clock skew) before it. Unreadable versions are skipped. On an
+        unversioned bucket this is only the current pointer.
+        """
+        from datetime import datetime, timedelta
+
+        cutoff = None if since is None else datetime.fromisoformat(since.replace("Z", "+00:00")) - timedelta(minutes=5)
+        found: list[tuple[Any, str]] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.pointer_key):
+            for item in page.get("Versions", []):
+                if item["Key"] == self.pointer_key and (cutoff is None or item["LastModified"] >= cutoff):
+                    found.append((item["LastModified"], item["VersionId"]))
+        found.sort(reverse=True)
+        out = []
+        for _, vid in found[:limit]:
+            kwargs = {} if vid in (None, "null") else {"VersionId": vid}
+            try:
+                out.append(Pointer.model_validate_json(self._get(self.pointer_key, **kwargs)["Body"].read()))
+            except (ValidationError, ModelNotFoundError):
+                continue
+        return out
 
 
 def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_bytes: int) -> SourceObject:
@@ -320,3 +396,80 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
         raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is larger than the limit of {max_bytes} bytes")
     return SourceObject(bucket, key, head.get("VersionId") or version_id, head["ETag"], body,
                         {k.lower(): v for k, v in (head.get("Metadata") or {}).items()})
+
+
+# --------------------------------------------------------------------------- calibration audit
+
+AUDITS_DIR = "audits/"
+AUDIT_WINDOWS_DIR = "audits/_windows/"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    """One current object of a listing."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: str       # ISO 8601 UTC
+
+
+def list_objects_between(client: Any, bucket: str, prefix: str, since: Any, until: Any) -> list[ListedObject]:
+    """Current objects under ``prefix`` whose LastModified lies in ``(since, until]`` (aware datetimes), by key."""
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            modified = item["LastModified"]
+            if since < modified <= until and not item["Key"].endswith("/"):
+                out.append(ListedObject(item["Key"], item["ETag"], int(item["Size"]),
+                                        modified.isoformat().replace("+00:00", "Z")))
+    return sorted(out, key=lambda o: o.key)
+
+
+class AuditStore(ModelRegistry):
+    """The model registry plus the audit's write-once reports under ``<prefix>audits/``.
+
+    ``<prefix>audits/<UTC timestamp>-<version>.json``   one audit report (never overwritten)
+    ``<prefix>audits/_windows/<sha256>.json``          claim: which report a window of outcomes produced
+    """
+
+    def audit_report_key(self, timestamp: str, version: str) -> str:
+        return f"{self.prefix}{AUDITS_DIR}{timestamp}-{version}.json"
+
+    def audit_window_key(self, window_id: str) -> str:
+        return f"{self.prefix}{AUDIT_WINDOWS_DIR}{hashlib.sha256(window_id.encode()).hexdigest()}.json"
+
+    def claim_audit_window(self, window_id: str, report_key: str) -> str | None:
+        """Record that ``window_id`` is reported at ``report_key``; None when new, else the earlier claim's key."""
+        key = self.audit_window_key(window_id)
+        body = json.dumps({"window": window_id, "report": report_key}).encode()
+        try:
+            self._put_new(key, body, "application/json")
+            return None
+        except VersionExistsError:
+            return str(json.loads(self._get(key)["Body"].read())["report"])
+
+    def write_audit_report(self, key: str, document: dict[str, Any]) -> None:
+        """Write a report once.
+
+        Raises
+        ------
+        VersionExistsError
+            A report already exists at ``key``; it is not overwritten.
+        """
+        self._put_new(key, (json.dumps(document, indent=2, allow_nan=False) + "\n").encode(), "application/json")
+
+    def read_audit_report(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._get(key)["Body"].read())
+        except ModelNotFoundError:
+            return None
+
+    def list_audit_reports(self) -> list[str]:
+        """Report keys, oldest first (timestamps sort in time order)."""
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                           Prefix=self.prefix + AUDITS_DIR):
+            keys += [i["Key"] for i in page.get("Contents", []) if not i["Key"].startswith(
+                self.prefix + AUDIT_WINDOWS_DIR)]
+        return sorted(keys)

@@ -1,56 +1,78 @@
 """One training upload -> a published version and, if it passes the gate, the pointer.
 
-Idempotency (at-least-once S3 delivery)
----------------------------------------
+Delivery semantics (at-least-once S3 / SQS / Lambda-retry delivery)
+------------------------------------------------------------------
 Each event names its source exactly: ``bucket/key#versionId`` (or ``#etag``
-on an unversioned bucket). Before fitting, the retrain claims that source id
-with a write-once object (``<prefix>_sources/<sha256>.json``, conditional
-``IfNoneMatch='*'``) recording the version id it will publish. A second
-delivery finds the claim: if that version exists, it returns it without
-training; if not (the first attempt died before publishing), it trains again
-and publishes under the *claimed* id, whose write-once put lets exactly one
-attempt win. So one event yields at most one version.
+on an unversioned bucket). After the file validated (bad data writes
+nothing), a delivery **claims** that source id with a write-once object
+(``<prefix>_sources/<sha256>.json``, ``IfNoneMatch='*'``) naming the version
+id it will publish and a lease: the time by which its Lambda invocation is
+certainly over (deadline + ``LEASE_MARGIN_SECONDS``). The lease holder alone
+trains, publishes and gates, through :func:`virality.promotion.release`.
 
-Promotion gate
---------------
-The pointer moves only when the new model is not worse than the current one
-on the new file's test split (each model featurising the raw videos with its
-own fitted caps): macro-F1 may drop by at most ``f1_tolerance`` and log-loss
-rise by at most ``logloss_tolerance``. Metadata ``force-promote: true`` on
-the uploaded object skips the gate. Pointer writes use the ETag read before
-(optimistic concurrency) and are retried with the gate re-evaluated.
+Another delivery of the same event finds the claim and never writes a model
+object itself. It waits (polling, within its own time budget) until either:
+
+* the version's final outcome exists: it reports ``duplicate`` with that
+  outcome and writes nothing;
+* the holder gave up (it failed and wrote ``.release-<n>``) or its lease ran
+  out (it crashed or timed out): it **takes over** with the write-once lease
+  ``n + 1`` (one winner) and finishes the same version: training again only
+  if the weights were never published, and finishing a recorded decision
+  rather than taking a new one (:mod:`virality.promotion`);
+* its own time runs out first: it raises :class:`RetrainInProgressError`, so
+  Lambda / SQS delivers it again later.
+
+So one event yields at most one version, and that version exactly one
+promotion decision, whatever the interleaving of duplicates, retries and
+failed writes.
 """
 
 from __future__ import annotations
 
-import random
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .artifact import ModelArtifact, new_version_id, utc_now_iso
-from .datasets import Split, load_training_data
-from .errors import (
-    ArtifactValidationError,
-    ModelNotFoundError,
-    PointerConflictError,
-    VersionExistsError,
+from .artifact import new_version_id, utc_now_iso
+from .datasets import load_training_data
+from .errors import RetrainInProgressError
+from .promotion import (
+    FORCE_PROMOTE_METADATA,
+    MAX_POINTER_ATTEMPTS,
+    Candidate,
+    PromotionPolicy,
+    ReleaseOutcome,
+    gate,
+    headline,
+    release,
 )
-from .metrics import EvaluationReport
-from .model import ViralityModel
-from .registry import ModelRegistry, Pointer, SourceObject
-from .training import TrainingConfig, evaluate_on, format_report, train_model
+from .registry import ModelRegistry, SourceObject
+from .training import TrainingConfig, train_model
 
-FORCE_PROMOTE_METADATA = "force-promote"
-MAX_POINTER_ATTEMPTS = 25
+__all__ = ["FORCE_PROMOTE_METADATA", "MAX_POINTER_ATTEMPTS", "PromotionPolicy", "RetrainSummary", "gate",
+           "headline", "retrain", "wall_clock"]
+
+#: Beyond the holder's deadline before its lease counts as ended (clock skew between containers).
+LEASE_MARGIN_SECONDS = 30.0
+#: Lease when the caller gives no deadline (longest Lambda timeout).
+DEFAULT_LEASE_SECONDS = 900.0
+#: A waiting duplicate stops this long before its own deadline (to report, and be retried).
+WAIT_SAFETY_SECONDS = 5.0
+POLL_FIRST_SECONDS = 0.05
+POLL_MAX_SECONDS = 2.0
+
+# Wall clock (leases are compared across containers) and sleep; tests substitute both.
+_clock = time.time
+_sleep = time.sleep
 
 
-@dataclass(frozen=True, slots=True)
-class PromotionPolicy:
-    f1_tolerance: float = 0.03
-    logloss_tolerance: float = 0.05
+def wall_clock() -> float:
+    """Seconds since the epoch, as leases are compared (``time.time`` unless a test substitutes it)."""
+    return _clock()
 
 
 class RetrainSummary(BaseModel):
@@ -58,7 +80,7 @@ class RetrainSummary(BaseModel):
 
     status: str = Field(description="published | duplicate | ignored | failed")
     sourceBucket: str | None = None
-    sourceKey: str
+    sourceKey: str | None = None
     sourceVersion: str | None = None
     version: str | None = None
     modelKey: str | None = None
@@ -71,113 +93,120 @@ class RetrainSummary(BaseModel):
     errorType: str | None = None
 
 
-def _headline(report: EvaluationReport) -> dict[str, float]:
-    return {"accuracy": report.accuracy, "macroF1": report.macro_f1, "logLoss": report.log_loss,
-            "ece": report.ece, "majorityBaselineAccuracy": report.majority_baseline_accuracy}
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """This delivery's standing on an event: ``final`` set means another delivery finished it."""
+
+    version: str
+    number: int
+    final: dict[str, Any] | None = None
 
 
-def gate(new: EvaluationReport, current: EvaluationReport | None, policy: PromotionPolicy,
-         *, force: bool = False, current_version: str | None = None) -> tuple[bool, str]:
-    """Whether to promote, and why (both in words for logs and summaries)."""
-    if force:
-        return True, f"forced by object metadata {FORCE_PROMOTE_METADATA}=true"
-    if current is None:
-        return True, "no valid current model"
-    f1_drop = current.macro_f1 - new.macro_f1
-    ll_rise = new.log_loss - current.log_loss
-    versus = current_version or "the current model"
-    if f1_drop > policy.f1_tolerance:
-        return False, (f"macro-F1 {new.macro_f1:.4f} is {f1_drop:.4f} below {versus}'s {current.macro_f1:.4f}; "
-                       f"tolerance {policy.f1_tolerance}")
-    if ll_rise > policy.logloss_tolerance:
-        return False, (f"log-loss {new.log_loss:.4f} is {ll_rise:.4f} above {versus}'s {current.log_loss:.4f}; "
-                       f"tolerance {policy.logloss_tolerance}")
-    return True, (f"macro-F1 {new.macro_f1:.4f} / log-loss {new.log_loss:.4f} not worse than {versus} "
-                  f"({current.macro_f1:.4f} / {current.log_loss:.4f}) beyond tolerance")
+def acquire_lease(registry: ModelRegistry, source_id: str, deadline: float | None) -> Lease:
+    """Claim ``source_id``, take over an ended lease, or wait for the holder (module docstring).
+
+    Raises
+    ------
+    RetrainInProgressError
+        The holder is still within its lease when this delivery's time is up.
+    """
+    now = _clock()
+    own_deadline = deadline if deadline is not None else now + DEFAULT_LEASE_SECONDS
+    record = {"source": source_id, "version": new_version_id(), "claimedAt": utc_now_iso(),
+              "leaseUntil": own_deadline + LEASE_MARGIN_SECONDS}
+    if registry.put_json_once(registry.lease_key(source_id, 0), record):
+        return Lease(record["version"], 0)
+    version = str((registry.get_json(registry.lease_key(source_id, 0)) or {})["version"])
+    delay = POLL_FIRST_SECONDS
+    number, holder = 0, None
+    while True:
+        final = registry.read_promotion(version)
+        if final is not None:
+            return Lease(version, -1, final)
+        while (nxt := registry.get_json(registry.lease_key(source_id, number + 1))) is not None:
+            number, holder = number + 1, nxt
+        holder = holder or registry.get_json(registry.lease_key(source_id, 0)) or {}
+        now = _clock()
+        released = registry.get_json(registry.release_key(source_id, number)) is not None
+        if released or now > float(holder.get("leaseUntil", 0)):
+            takeover = {**record, "version": version, "takesOver": number, "claimedAt": utc_now_iso()}
+            if registry.put_json_once(registry.lease_key(source_id, number + 1), takeover):
+                return Lease(version, number + 1)
+            continue                      # another delivery took over first: it is now the holder
+        if now + delay > own_deadline - WAIT_SAFETY_SECONDS:
+            raise RetrainInProgressError(f"{source_id} is being processed by another delivery (lease {number} "
+                                         f"until {holder.get('leaseUntil')}); retry later")
+        _sleep(delay)
+        delay = min(delay * 2, POLL_MAX_SECONDS)
 
 
-def _move_pointer(registry: ModelRegistry, artifact: ModelArtifact, key: str, sha256: str, test: Split,
-                  report: EvaluationReport, policy: PromotionPolicy, force: bool) -> tuple[bool, str]:
-    evaluated: dict[str, EvaluationReport | None] = {}
-    for attempt in range(MAX_POINTER_ATTEMPTS):
-        state = registry.read_pointer_lenient()
-        current_report = None
-        current_version = None
-        if state is not None and state.pointer is not None:
-            current_version = state.pointer.version
-            if current_version not in evaluated:
-                try:
-                    current, _ = registry.load_key(state.pointer.key, state.pointer.sha256)
-                    evaluated[current_version] = evaluate_on(ViralityModel(current), test)
-                except (ArtifactValidationError, ModelNotFoundError):
-                    evaluated[current_version] = None     # a broken current model never blocks a good one
-            current_report = evaluated[current_version]
-        promote, reason = gate(report, current_report, policy, force=force, current_version=current_version)
-        if not promote:
-            return False, reason
-        pointer = Pointer(version=artifact.modelVersion, key=key, sha256=sha256, trainedAt=artifact.trainedAt,
-                          promotedAt=utc_now_iso(), metrics=_headline(report), previous=current_version,
-                          reason=reason)
-        try:
-            registry.write_pointer(pointer, state.etag if state is not None else None)
-            return True, reason
-        except PointerConflictError:
-            # Someone promoted in between: back off (jittered) and re-run the gate against them.
-            time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
-    raise PointerConflictError(f"could not move the pointer after {MAX_POINTER_ATTEMPTS} attempts")
+def release_lease(registry: ModelRegistry, source_id: str, lease: Lease, error: BaseException) -> None:
+    """Best effort: tell the next delivery it may take over now (else it waits for the lease to end)."""
+    with contextlib.suppress(Exception):
+        registry.put_json_once(registry.release_key(source_id, lease.number),
+                               {"version": lease.version, "releasedAt": utc_now_iso(),
+                                "errorType": type(error).__name__})
 
 
-def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfig,
-            policy: PromotionPolicy) -> RetrainSummary:
+def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfig, policy: PromotionPolicy,
+            *, deadline: float | None = None) -> RetrainSummary:
     """Validate, train, publish and (gate permitting) promote one uploaded file.
+
+    Parameters
+    ----------
+    deadline : float or None
+        Wall-clock time (``time.time()``) by which this invocation ends; bounds
+        the lease it takes and how long it waits for another delivery.
 
     Raises
     ------
     DataValidationError
         The file is not valid training data (nothing is written).
+    RetrainInProgressError
+        Another delivery of this event is still working on it (nothing written).
     """
     started = time.perf_counter()
     source_id = f"{source.bucket}/{source.key}#{source.version_id or source.etag}"
     base: dict[str, Any] = {"sourceBucket": source.bucket, "sourceKey": source.key,
                             "sourceVersion": source.version_id}
-    ts = load_training_data(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
-                            seed=config.seed, tiering=config.tiering)
+    from .importers import preset_loader  # an export: x-amz-meta-preset or training-data/<preset>/...
+
+    load = preset_loader(source.key, source.metadata) or load_training_data
+    ts = load(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
+              seed=config.seed, tiering=config.tiering)
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
-    version = new_version_id()
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
-    claimed = registry.claim_source(source_id, version)
-    if claimed is not None:
-        version = claimed          # an earlier delivery claimed this event: finish or report its work
-        if registry.version_exists(version):
-            decision = registry.read_promotion(version)
-            if decision is not None:
-                return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
-                                      promoted=bool(decision.get("promoted")),
-                                      reason=f"this event was already processed: {decision.get('reason')}",
-                                      rows=rows, durationSeconds=time.perf_counter() - started, **base)
-            # Published but the gate never finished (e.g. the pointer write failed): finish it now.
-            artifact, sha256 = registry.load_key(registry.weights_key(version))
-            report = evaluate_on(ViralityModel(artifact), ts.test)
-            return _promote(registry, artifact, registry.weights_key(version), sha256, ts.test, report, policy,
-                            force, rows, started, base)
-    outcome = train_model(ts, config, model_version=version)
-    artifact = outcome.artifact
+    lease = acquire_lease(registry, source_id, deadline)
+    if lease.final is not None:
+        return _duplicate(registry, lease.version, lease.final, rows, started, base)
     try:
-        key, sha256 = registry.publish(artifact, format_report(artifact))
-    except VersionExistsError:
-        return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
-                              reason="a concurrent delivery of this event published it", rows=rows,
-                              durationSeconds=time.perf_counter() - started, **base)
-    return _promote(registry, artifact, key, sha256, ts.test, outcome.test_report, policy, force, rows, started,
-                    base)
+        if registry.version_exists(lease.version):
+            # A released/expired holder published it: those weights are the version (no second training).
+            artifact, _ = registry.load_key(registry.weights_key(lease.version))
+        else:
+            artifact = train_model(ts, config, model_version=lease.version).artifact
+        outcome = release(registry, Candidate(artifact, ts.test), policy, force=force)
+    except BaseException as exc:
+        release_lease(registry, source_id, lease, exc)
+        raise
+    if outcome.finished_before:
+        return _duplicate(registry, outcome.version, {"promoted": outcome.promoted, "reason": outcome.reason},
+                          rows, started, base)
+    return _published(outcome, rows, started, base)
 
 
-def _promote(registry: ModelRegistry, artifact: ModelArtifact, key: str, sha256: str, test: Split,
-             report: EvaluationReport, policy: PromotionPolicy, force: bool, rows: dict[str, int],
-             started: float, base: dict[str, Any]) -> RetrainSummary:
-    promoted, reason = _move_pointer(registry, artifact, key, sha256, test, report, policy, force)
-    registry.record_promotion(artifact.modelVersion, {"promoted": promoted, "reason": reason,
-                                                      "decidedAt": utc_now_iso()})
-    return RetrainSummary(status="published", version=artifact.modelVersion, modelKey=key, promoted=promoted,
-                          reason=reason, rows=rows, metrics=_headline(report),
-                          durationSeconds=round(time.perf_counter() - started, 6), **base)
+def _duplicate(registry: ModelRegistry, version: str, final: dict[str, Any], rows: dict[str, int],
+               started: float, base: dict[str, Any]) -> RetrainSummary:
+    return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
+                          promoted=bool(final.get("promoted")),
+                          reason=f"this event was already processed: {final.get('reason')}",
+                          rows=rows, durationSeconds=round(time.perf_counter() - started, 6), **base)
+
+
+def _published(outcome: ReleaseOutcome, rows: dict[str, int], started: float,
+               base: dict[str, Any]) -> RetrainSummary:
+    return RetrainSummary(status="published", version=outcome.version, modelKey=outcome.key,
+                          promoted=outcome.promoted, reason=outcome.reason, rows=rows,
+                          metrics=outcome.metrics or None, durationSeconds=round(time.perf_counter() - started, 6),
+                          **base)
+

@@ -8,12 +8,24 @@ start; :class:`ModelProvider` is that cache with three additions:
   most that often and swap in a newly promoted model (one reference
   assignment, so a request sees either the old or the new model);
 * when nothing is published, S3 cannot be reached, or the published artifact
-  fails validation, the baseline bundled with the layer is served, named
-  ``bundled-...`` in ``modelVersion``, and loading is retried later.
+  fails to load for any reason (validation, integrity, an unexpected error),
+  the baseline bundled with the layer is served, named ``bundled-...`` in
+  ``modelVersion``, and loading is retried later: at most every
+  :data:`FALLBACK_RETRY_SECONDS`, and a pointer already refused is not read
+  again until it changes (one HEAD per retry).
+
+The pointer is trusted only when it is consistent: its ``version`` is a plain
+version id, its ``key`` is exactly ``<MODEL_PREFIX><version>/ml-weights.json``
+and the artifact's ``modelVersion`` is that version; anything else is a data
+incident (logged as an error) and handled like a corrupt artifact.
+
+What callers see of a failure is its *kind* (:func:`error_kind`); the details
+(bucket, keys, messages) go to the logs only.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +34,8 @@ from typing import Any, Literal
 
 from .artifact import load_artifact
 from .config import PredictSettings
-from .errors import ArtifactValidationError, ViralityError
+from .errors import ArtifactValidationError, ModelNotFoundError, PointerIntegrityError, ViralityError
+from .features import N_FEATURES
 from .model import ViralityModel
 from .observability import logger
 from .registry import ModelRegistry
@@ -33,6 +46,43 @@ ModelSource = Literal["published", "pinned", "bundled"]
 #: artifact), retry this often even when MODEL_REFRESH_SECONDS is 0, so a container recovers.
 FALLBACK_RETRY_SECONDS = 60.0
 
+#: A version id as the pointer may name it: one path segment, no traversal (``v2026...Z-1a2b3c4d``).
+_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+#: The kinds of load failure ``GET /model`` reports (``loadError`` / ``lastRefreshError``).
+ERROR_KINDS = ("NotConfigured", "ModelNotFound", "StorageUnavailable", "InvalidPointer", "InvalidArtifact",
+               "InternalError")
+
+
+def error_kind(exc: BaseException) -> str:
+    """The public name of a load failure; its details stay in the logs."""
+    if isinstance(exc, PointerIntegrityError):
+        return "InvalidPointer"
+    if isinstance(exc, ArtifactValidationError):
+        return "InvalidArtifact"
+    if isinstance(exc, ModelNotFoundError):
+        return "ModelNotFound"
+    if isinstance(exc, _storage_errors()):
+        return "StorageUnavailable"
+    return "InternalError"
+
+
+def _is_data_incident(exc: BaseException) -> bool:
+    """A published object that can never load (corrupt, inconsistent, crashing the loader), as opposed
+    to an outage that may pass."""
+    return isinstance(exc, ArtifactValidationError) or not isinstance(exc, (*_storage_errors(), ViralityError))
+
+
+def _log_failure(message: str, exc: BaseException, **extra: Any) -> None:
+    detail = f"{type(exc).__name__}: {exc}"
+    fields = {**extra, "error_kind": error_kind(exc), "error": detail}
+    if not isinstance(exc, (*_storage_errors(), ViralityError)):
+        logger.exception(message, extra=fields)      # a bug or a hostile file: keep the traceback
+    elif isinstance(exc, ArtifactValidationError):
+        logger.error(message, extra=fields)          # a data incident
+    else:
+        logger.warning(message, extra=fields)        # an outage, or nothing published under that name
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
@@ -42,7 +92,7 @@ class LoadedModel:
     source: ModelSource
     key: str | None = None
     pointer_etag: str | None = None
-    load_error: str | None = None
+    load_error: str | None = None       # why the bundled model is served: an error kind (see error_kind)
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -52,10 +102,10 @@ def load_bundled_model() -> ViralityModel:
     return ViralityModel(load_artifact(data, source="bundled baseline"))
 
 
-def _s3_errors() -> tuple[type[BaseException], ...]:
+def _storage_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return (ViralityError, BotoCoreError, ClientError)
+    return (BotoCoreError, ClientError)
 
 
 class ModelProvider:
@@ -77,7 +127,8 @@ class ModelProvider:
         self._clock = clock
         self._current: LoadedModel | None = None
         self._last_check = 0.0
-        self.last_refresh_error: str | None = None
+        self.last_refresh_error: str | None = None     # an error kind (see error_kind)
+        self._rejected_etag: str | None = None          # ETag of a pointer whose model failed to load
 
     @classmethod
     def from_settings(cls, settings: PredictSettings, client_factory: Callable[[], Any] | None = None
@@ -121,34 +172,47 @@ class ModelProvider:
         if self.registry is None or current.source == "pinned":
             return False
         if current.source == "bundled":
+            if self._rejected_etag is not None and not self._pointer_changed():
+                return False        # the pointer we refused is still there: no need to read it again
             fresh = self._load()
             if fresh.source == "bundled":
+                self._current = fresh       # same model; loadError now says why this attempt failed
                 return False
             self._current = fresh
             return True
+        state = None
         try:
             etag = self.registry.pointer_etag()
-            if etag is None or etag == current.pointer_etag:
-                return False        # unchanged (or deleted: keep serving what we have)
-            state = self.registry.read_pointer()
+            if etag is None or etag == current.pointer_etag or etag == self._rejected_etag:
+                return False        # unchanged, deleted (keep serving what we have) or already refused
+            state = self._read_pointer()
             if state is None:
                 return False
-            artifact, _ = self.registry.load_key(state.pointer.key, state.pointer.sha256)
-        except _s3_errors() as exc:
-            self.last_refresh_error = f"{type(exc).__name__}: {exc}"
-            # An invalid published artifact is a data incident (error); an S3 hiccup is not (warning).
-            log = logger.error if isinstance(exc, ArtifactValidationError) else logger.warning
-            log("model refresh failed; still serving the loaded model",
-                extra={"model_version": current.model.version, "error": self.last_refresh_error})
+            model = self._load_pointed(state)
+        except Exception as exc:        # never raises: whatever fails, the loaded model keeps serving
+            if state is not None and _is_data_incident(exc):
+                self._rejected_etag = state.etag
+            self.last_refresh_error = error_kind(exc)
+            _log_failure("model refresh failed; still serving the loaded model", exc,
+                         model_version=current.model.version)
             return False
         self.last_refresh_error = None
-        if artifact.modelVersion == current.model.version:
+        self._rejected_etag = None
+        if model.version == current.model.version:
             self._current = LoadedModel(current.model, current.source, current.key, state.etag)
             return False
-        self._current = LoadedModel(ViralityModel(artifact), "published", state.pointer.key, state.etag)
+        self._current = LoadedModel(model, "published", state.pointer.key, state.etag)
         logger.info("swapped in a newly promoted model",
-                    extra={"model_version": artifact.modelVersion, "previous_version": current.model.version})
+                    extra={"model_version": model.version, "previous_version": current.model.version})
         return True
+
+    def _pointer_changed(self) -> bool:
+        """Whether the pointer's ETag differs from the refused one (an S3 error counts as 'maybe': retry)."""
+        assert self.registry is not None
+        try:
+            return self.registry.pointer_etag() != self._rejected_etag
+        except Exception:
+            return True
 
     def status(self) -> dict[str, Any]:
         """Where the served model came from; reads state only (call :meth:`get` first to load/refresh)."""
@@ -164,35 +228,87 @@ class ModelProvider:
 
     # ------------------------------------------------------------------ loading
 
-    def _bundled(self, reason: str, error: BaseException | None = None) -> LoadedModel:
+    def _bundled(self, reason: str, error: BaseException | None = None, kind: str | None = None) -> LoadedModel:
         model = load_bundled_model()
-        detail = f"{type(error).__name__}: {error}" if error else None
-        # A published artifact that fails validation is a data incident (error);
-        # an unreachable S3 or a missing bucket setting is an availability one (warning).
-        log = logger.error if isinstance(error, ArtifactValidationError) else logger.warning
-        log("serving the bundled baseline model", extra={"reason": reason, "error": detail,
-                                                         "model_version": model.version})
-        return LoadedModel(model, "bundled", None, None, detail or reason)
+        if error is not None:
+            # A published artifact that fails validation is a data incident (error); an unreachable
+            # S3 is an availability one (warning); anything else is a bug or a hostile file (traceback).
+            _log_failure("serving the bundled baseline model", error, reason=reason, model_version=model.version)
+            kind = error_kind(error)
+        else:
+            logger.warning("serving the bundled baseline model", extra={"reason": reason, "error_kind": kind,
+                                                                         "model_version": model.version})
+        return LoadedModel(model, "bundled", None, None, kind)
+
+    def _read_pointer(self) -> Any:
+        """The pointer state (or None); an unreadable pointer is a :class:`PointerIntegrityError`."""
+        assert self.registry is not None
+        try:
+            return self.registry.read_pointer()
+        except PointerIntegrityError:
+            raise
+        except ArtifactValidationError as exc:
+            raise PointerIntegrityError(str(exc)) from None
+
+    def _load_pointed(self, state: Any) -> ViralityModel:
+        """The model the pointer names, once the pointer, the key and the artifact agree."""
+        assert self.registry is not None
+        pointer = state.pointer
+        expected_key = self.registry.weights_key(pointer.version)
+        if not _VERSION_ID.fullmatch(pointer.version):
+            raise PointerIntegrityError(f"pointer version {pointer.version!r} is not a version id")
+        if pointer.key != expected_key:
+            raise PointerIntegrityError(f"pointer for version {pointer.version!r} names key {pointer.key!r}, "
+                                        f"not {expected_key!r}")
+        artifact, _ = self.registry.load_key(pointer.key, pointer.sha256)
+        # An original-format file carries no version of its own (it is named by its content).
+        if artifact.source_kind != "legacy" and artifact.modelVersion != pointer.version:
+            raise PointerIntegrityError(f"pointer names version {pointer.version!r} but {pointer.key} "
+                                        f"holds modelVersion {artifact.modelVersion!r}")
+        return _checked(ViralityModel(artifact))
 
     def _load(self) -> LoadedModel:
         if self.registry is None:
-            return self._bundled("MODEL_BUCKET is not set")
+            return self._bundled("MODEL_BUCKET is not set", kind="NotConfigured")
         pinned = self.settings.model_version
+        state = None
         try:
             if pinned:
                 key = self.registry.weights_key(pinned)
                 artifact, _ = self.registry.load_key(key)
-                loaded = LoadedModel(ViralityModel(artifact), "pinned", key)
+                if artifact.source_kind != "legacy" and artifact.modelVersion != pinned:
+                    raise ArtifactValidationError(f"{key} holds modelVersion {artifact.modelVersion!r}, "
+                                                  f"not the pinned {pinned!r}")
+                loaded = LoadedModel(_checked(ViralityModel(artifact)), "pinned", key)
             else:
-                state = self.registry.read_pointer()
+                state = self._read_pointer()
                 if state is None:
                     model = load_bundled_model()
                     logger.warning("no model published yet; serving the bundled baseline",
                                    extra={"model_version": model.version})
                     return LoadedModel(model, "bundled")
-                artifact, _ = self.registry.load_key(state.pointer.key, state.pointer.sha256)
-                loaded = LoadedModel(ViralityModel(artifact), "published", state.pointer.key, state.etag)
-        except _s3_errors() as exc:
+                loaded = LoadedModel(self._load_pointed(state), "published", state.pointer.key, state.etag)
+        except Exception as exc:        # any failure to load a published model falls back, whatever raised it
+            if state is not None and _is_data_incident(exc):
+                self._rejected_etag = state.etag     # never load this pointer again until it changes
             return self._bundled("could not load the published model", exc)
+        self._rejected_etag = None
         logger.info("model loaded", extra={"model_version": loaded.model.version, "source": loaded.source})
         return loaded
+
+
+#: Corners of the unit cube every served model is tried on before it is swapped in.
+_PROBES = [[0.0] * N_FEATURES, [1.0] * N_FEATURES, [0.5] * N_FEATURES]
+
+
+def _checked(model: ViralityModel) -> ViralityModel:
+    """``model``, after proving it answers finite numbers (validation bounds the parameters; this
+    is the last line, so a model that would serve NaN or null is never swapped in)."""
+    import numpy as np
+
+    out = model.predict(np.array(_PROBES))
+    rows = [model.predict_row(x) for x in _PROBES]
+    if not (np.isfinite(out.probabilities).all() and np.isfinite(out.scores).all()
+            and all(np.isfinite(probs).all() and np.isfinite(score) for probs, _, score in rows)):
+        raise ArtifactValidationError(f"model {model.version!r} yields non-finite predictions")
+    return model

@@ -398,7 +398,8 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
         l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None,
         tol: float = 1e-8, max_iter: int = 100, seed: int = 42, epochs: int = 200,
         learning_rate: float = 0.1, decay: float = 0.999,
-        callback: ProgressCallback | None = None) -> FitResult:
+        callback: ProgressCallback | None = None, coef_init: np.ndarray | None = None,
+        intercept_init: np.ndarray | None = None) -> FitResult:
     """Fit the softmax classifier.
 
     Parameters
@@ -418,6 +419,11 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
     seed, epochs, learning_rate, decay : GD settings (the original's defaults).
     callback : callable ``(iteration, objective, grad_norm)``, optional
         Progress hook, called once per iteration/epoch.
+    coef_init : ndarray of shape (n_classes, n_features), optional
+    intercept_init : ndarray of shape (n_classes,), optional
+        Newton warm start (e.g. the optimum at a nearby ``l2``); zeros when not
+        given. The optimum does not depend on it, only the iteration count does.
+        Not allowed with ``gd``, whose start is part of the original algorithm.
 
     Returns
     -------
@@ -432,6 +438,19 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
     prob = _make_problem(X, y, sample_weight, l2_reg_strength, n_classes)
     if prob.X.shape[0] == 0:
         raise ValueError("cannot fit on zero samples")
+    theta0 = None
+    if coef_init is not None or intercept_init is not None:
+        if optimizer == "gd":
+            raise ConfigurationError("gd starts from the original's seeded weights: no warm start")
+        d = prob.X.shape[1]
+        coef0 = np.zeros((n_classes, d)) if coef_init is None else np.asarray(coef_init, dtype=np.float64)
+        b0 = np.zeros(n_classes) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64)
+        if coef0.shape != (n_classes, d) or b0.shape != (n_classes,):
+            raise ValueError(f"warm start must be ({n_classes}, {d}) and ({n_classes},), "
+                             f"got {coef0.shape} and {b0.shape}")
+        if not (np.all(np.isfinite(coef0)) and np.all(np.isfinite(b0))):
+            raise ValueError("warm start must be finite")
+        theta0 = np.column_stack([coef0, b0])
     # The products here are thin (80 columns, blocks of 16k rows): BLAS threads buy
     # nothing and, on busy cores, cost several times the work (measured in
     # benchmarks/bench_train.py). One thread also makes results independent of core count.
@@ -440,7 +459,7 @@ def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "n
     with threadpool_limits(limits=1, user_api="blas"):
         if optimizer == "gd":
             return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
-        return _fit_newton(prob, tol, max_iter, callback)
+        return _fit_newton(prob, tol, max_iter, callback, theta0)
 
 
 def _fit_gd(prob: _Problem, seed: int, epochs: int, learning_rate: float, decay: float, tol: float,
@@ -558,7 +577,8 @@ def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
     return theta, loss, grad, n_iter
 
 
-def _fit_newton(prob: _Problem, tol: float, max_iter: int, callback: ProgressCallback | None) -> FitResult:
+def _fit_newton(prob: _Problem, tol: float, max_iter: int, callback: ProgressCallback | None,
+                theta0: np.ndarray | None = None) -> FitResult:
     K_all, d = prob.n_classes, prob.X.shape[1]
     present = np.flatnonzero(np.bincount(prob.y, minlength=K_all) > 0)
     if present.size < K_all:
@@ -567,10 +587,10 @@ def _fit_newton(prob: _Problem, tol: float, max_iter: int, callback: ProgressCal
         remap[present] = np.arange(present.size)
         prob = _Problem(prob.X, remap[prob.y], prob.sample_weight, prob.sw_sum,
                         prob.l2_reg_strength, int(present.size))
-    theta = np.zeros((prob.n_classes, d + 1))
+    theta = np.zeros((prob.n_classes, d + 1)) if theta0 is None else theta0[present].copy()
     n_iter = 0
     n_samples = prob.X.shape[0]
-    if n_samples > SUBSAMPLE_MIN_ROWS:
+    if n_samples > SUBSAMPLE_MIN_ROWS and theta0 is None:
         stride = n_samples // SUBSAMPLE_ROWS
         sw = None if prob.sample_weight is None else prob.sample_weight[::stride].copy()
         sub = _Problem(prob.X[::stride].copy(), prob.y[::stride].copy(), sw,
