@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_csv.append(run_child([__file__, "--child-pandas", str(csv_path)]))
             quarter_csv.append(run_child([__file__, "--child-ours", str(tmp / "quarter.csv"), out]))
         json_size, csv_size = json_path.stat().st_size, csv_path.stat().st_size
+        quarter_rows = (tmp / "quarter.csv").read_bytes().count(b"\n") - 1
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -165,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     t_ours_csv = med([c.wall for c in ours_csv])
     t_pandas = med([c.result["read_s"] for c in peer_csv])
     bytes_row = med([(c.peak_rss - c.result["rss_imports"]) / csv_rows for c in ours_csv])
-    quarter_rows = quarter_csv[0].result["rows"] / ours_csv[0].result["rows"] * csv_rows
     marginal = (med([c.peak_rss for c in ours_csv]) - med([c.peak_rss for c in quarter_csv])) / (csv_rows - quarter_rows)
     f_ours, f_sk = ours_json[0].result["objective"], peer_json[0].result["objective"]
     r_json, r_csv = t_ours_json / t_peer_json, t_ours_csv / t_pandas
