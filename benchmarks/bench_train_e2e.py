@@ -66,8 +66,11 @@ def child_ours(path: str, out: str) -> None:
     t0 = time.perf_counter()
     # The peer's objective: fixed lambda, no calibration or bootstrap (the CLI's defaults add
     # a cross-validated lambda search and test intervals on top of the fit).
+    Path(out).unlink(missing_ok=True)       # the CLI refuses to overwrite an artifact
     code = main(["train", path, "--out", out, "--l2", str(L2), "--calibration", "none", "--bootstrap", "0"])
     train_s = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"virality train failed with exit code {code}")
     doc = json.loads(Path(out).read_text())
     emit({"code": code, "train_s": train_s, "rss_imports": rss_imports,
           "objective": doc["training"]["finalObjective"], "rows": doc["data"]["rows"]["train"]})
