@@ -169,7 +169,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     mask = feature_set_mask(config.feature_set)
     X_train = ts.train.X if config.feature_set == "full" else hold_features(ts.train.X, config.feature_set)
     X_test = ts.test.X if config.feature_set == "full" else hold_features(ts.test.X, config.feature_set)
-    X_fit, y = X_train[:, mask], ts.train.y
+    X_fit, y = (X_train if mask.all() else X_train[:, mask]), ts.train.y   # no 96 B/row copy for "full"
     weights = class_weights(y, 5, config.class_weight)
     sample_weight = None if config.class_weight == "none" else weights[y]
     search = None
