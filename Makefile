@@ -1,5 +1,6 @@
 # One entry point for people and CI. `make test` and `make demo` work from a fresh clone:
-# they create .venv (and .venv-tools for the template checks) from the pinned requirements.
+# they create .venv (and .venv-tools for the template checks) from the pinned requirements,
+# with bytecode compiled at install time: with PYTHONDONTWRITEBYTECODE=1 every start would recompile.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -38,8 +39,11 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements-dev.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	# The library is imported from layers/virality (PYTHONPATH): compile it too, since with
+	# PYTHONDONTWRITEBYTECODE=1 (CI, containers) nothing else ever writes its .pyc.
+	$(PY) -m compileall -q layers/virality/virality
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the project and its dev dependencies
@@ -48,7 +52,7 @@ $(TOOLS_STAMP): requirements-tools.txt
 	@echo "==> creating $(TOOLS_VENV) (sam, cfn-lint, checkov)"
 	$(PYTHON) -m venv --clear $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
-	$(TOOLS_VENV)/bin/uv pip install -q --python $(TOOLS_VENV)/bin/python -r requirements-tools.txt
+	$(TOOLS_VENV)/bin/uv pip install -q --compile-bytecode --python $(TOOLS_VENV)/bin/python -r requirements-tools.txt
 	@touch $@
 
 tools: $(TOOLS_STAMP)  ## create .venv-tools with the template checkers
@@ -99,6 +103,7 @@ invoke: $(STAMP)  ## Docker-free `sam local invoke`: make invoke FUNCTION=predic
 bench: $(STAMP)  ## run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_retrain_1m.py
+	$(PY) benchmarks/bench_train_e2e.py --full
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_cold_start.py
 	$(PY) benchmarks/bench_model_quality.py

@@ -29,7 +29,7 @@ from .features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_featur
 from .metrics import EvaluationReport, bootstrap_intervals, evaluate
 from .model import ViralityModel
 from .model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
-from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_proba
+from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_labels, predict_proba
 from .tiering import Tiering
 
 
@@ -169,7 +169,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     mask = feature_set_mask(config.feature_set)
     X_train = ts.train.X if config.feature_set == "full" else hold_features(ts.train.X, config.feature_set)
     X_test = ts.test.X if config.feature_set == "full" else hold_features(ts.test.X, config.feature_set)
-    X_fit, y = X_train[:, mask], ts.train.y
+    X_fit, y = (X_train if mask.all() else X_train[:, mask]), ts.train.y   # no 96 B/row copy for "full"
     weights = class_weights(y, 5, config.class_weight)
     sample_weight = None if config.class_weight == "none" else weights[y]
     search = None
@@ -205,7 +205,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     elif config.calibration == "none":
         calibration_info = CalibrationInfo(method="none", temperature=1.0, source="training")
     duration = time.perf_counter() - started
-    train_pred = (X_train @ coef.T + intercept).argmax(axis=1)
+    train_pred = predict_labels(X_train, coef, intercept)
     proba = predict_proba(X_test, coef, intercept)
     report = evaluate(ts.test.y, proba)
     intervals = bootstrap_intervals(ts.test.y, proba, n_resamples=config.bootstrap, seed=config.seed) \
