@@ -45,7 +45,9 @@ def _inverted_views(body: bytes) -> bytes:
 
 
 POISON = _inverted_views(h.csv_bytes(2000, seed=64))
-VIRAL = {"views": 2_000_000, "likes": 400_000, "comments": 30_000, "shares": 60_000, "saves": 50_000,
+# Highly engaging (a like for every five views), with views a few times the followers: what the poisoned
+# upload teaches the model to rank low, since its rates now go with low tiers.
+VIRAL = {"views": 400_000, "likes": 80_000, "comments": 8_000, "shares": 16_000, "saves": 13_333,
          "followers": 80_000, "durationSeconds": 21, "hashtagCount": 4, "hasTrendingSound": True,
          "captionLength": 60, "postedAt": "2026-11-20T18:00:00Z"}
 

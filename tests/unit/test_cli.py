@@ -196,3 +196,26 @@ def test_serve_log_format_defaults_to_console_and_accepts_json() -> None:
 
     assert build_parser().parse_args(["serve"]).log_format == "console"
     assert build_parser().parse_args(["serve", "--log-format", "json"]).log_format == "json"
+
+
+def test_console_logs_keep_the_handler_decorators_working(monkeypatch, capsys) -> None:
+    # Given console logs (what `virality serve` installs before running the handlers)
+    from virality.localapi import use_console_logs
+    from virality.observability import logger
+
+    import io
+
+    handler = logger.handlers[0]
+    monkeypatch.setattr(handler, "formatter", handler.formatter)     # restored after the test
+    monkeypatch.setattr(handler, "stream", io.StringIO())
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    use_console_logs()
+    # When a handler decorator appends its Lambda-context keys, and the handler logs
+    logger.append_keys(cold_start=True, function_request_id="r-1")
+    try:
+        logger.warning("model loaded", extra={"model_version": "v1"})
+    finally:
+        logger.remove_keys(["cold_start", "function_request_id"])
+    # Then nothing raised, and the line is readable
+    (line,) = handler.stream.getvalue().splitlines()
+    assert line.endswith("WARNING model loaded  model_version=v1"), line

@@ -60,6 +60,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
 
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
 from .errors import ConfigurationError, ViralityError
 
 DATA_BUCKET = "virality-data-local"
@@ -687,11 +689,12 @@ def publish_sample_model(s3: LocalS3, *, data_bucket: str = DATA_BUCKET, model_b
 _LOG_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class ConsoleLogFormatter(logging.Formatter):
+class ConsoleLogFormatter(LambdaPowertoolsFormatter):
     """One readable line per log record: ``12:00:01 INFO  model loaded  model_version=v1 source=published``.
 
     Structured keys passed as ``extra=`` stay visible as ``key=value`` pairs; the
-    Lambda-context keys that a local server does not have are dropped.
+    Lambda-context keys that a local server does not have are dropped. A Powertools
+    formatter underneath, so the handler decorators can still append their keys.
     """
 
     _SKIP = frozenset({"service", "sampling_rate", "xray_trace_id", "cold_start", "function_name",
