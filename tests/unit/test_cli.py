@@ -198,12 +198,12 @@ def test_serve_log_format_defaults_to_console_and_accepts_json() -> None:
     assert build_parser().parse_args(["serve", "--log-format", "json"]).log_format == "json"
 
 
-def test_console_logs_keep_the_handler_decorators_working(monkeypatch, capsys) -> None:
+def test_console_logs_keep_the_handler_decorators_working(monkeypatch) -> None:
     # Given console logs (what `virality serve` installs before running the handlers)
+    import io
+
     from virality.localapi import use_console_logs
     from virality.observability import logger
-
-    import io
 
     handler = logger.handlers[0]
     monkeypatch.setattr(handler, "formatter", handler.formatter)     # restored after the test
