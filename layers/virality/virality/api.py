@@ -141,7 +141,7 @@ class Instance(BaseModel):
 
     model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS))
 
-    features: NamedFeatures | None = None  # type: ignore[valid-type]
+    features: NamedFeatures | None = None
     video: VideoRecord | None = None
     featureVector: PipelineFeatureVector | None = None
 
@@ -158,7 +158,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS, "instances"))
 
-    features: NamedFeatures | None = None  # type: ignore[valid-type]
+    features: NamedFeatures | None = None
     video: VideoRecord | None = None
     featureVector: PipelineFeatureVector | None = None
     instances: list[Instance] | None = Field(None, min_length=1, description="A batch, up to MAX_BATCH instances")
@@ -475,7 +475,7 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
         raise RequestValidationError("request validation failed", details) from None
     batch = request.instances is not None
     return ParsedRequest(batch=batch, explain=request.explain,
-                         instances=request.instances if batch else [request])  # type: ignore[arg-type]
+                         instances=request.instances if batch else [request])
 
 
 # --------------------------------------------------------------------------- predicting

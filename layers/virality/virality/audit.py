@@ -209,9 +209,12 @@ def outcome_rows(model: ViralityModel, outcomes: Sequence[Outcomes]) -> tuple[np
     AuditError
         Raw outcomes, but the model has no fitted tier cut points.
     """
-    xs, ts, raws = [], [], []
+    xs: list[np.ndarray] = []
+    ts: list[np.ndarray] = []
+    raws: list[RawVideos] = []
     for o in outcomes:
         if o.raw is None:
+            assert o.X is not None and o.tiers is not None    # seed JSON outcomes carry both
             xs.append(o.X)
             ts.append(o.tiers)
             continue
@@ -220,7 +223,7 @@ def outcome_rows(model: ViralityModel, outcomes: Sequence[Outcomes]) -> tuple[np
             raise AuditError(f"model {model.version} has no fitted tier cut points; "
                              f"raw outcomes ({o.source}) cannot be labelled for it")
         xs.append(model.featurize(o.raw))
-        ts.append(assign_tiers(o.label_views, tiering))
+        ts.append(assign_tiers(o.raw.views if o.label_views is None else o.label_views, tiering))
         raws.append(o.raw)
     if not xs:
         return np.zeros((0, len(model.artifact.featureNames))), np.zeros(0, dtype=np.int64), None
@@ -574,7 +577,7 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
     t = fit_temperature(logits[fit_idx], y[fit_idx])
     summary = calibration_summary(logits[check_idx], y[check_idx], t)
     ll_before, ll_after = summary["logLossBefore"], summary["logLossAfter"]
-    held_out = {"rows": {"fit": int(fit_idx.size), "check": int(check_idx.size)}, "temperature": t,
+    held_out: dict[str, Any] = {"rows": {"fit": int(fit_idx.size), "check": int(check_idx.size)}, "temperature": t,
                 "checkLogLossBefore": ll_before, "checkLogLossAfter": ll_after,
                 "checkEceBefore": summary["eceBefore"], "checkEceAfter": summary["eceAfter"]}
     if not ll_after < ll_before:
@@ -589,7 +592,7 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
                     "reason": f"this window was already recalibrated: {decision.get('reason')}", **held_out}
     version = claimed or version
     calibration = audit_calibration(model.artifact, t, window=window, objects=objects, n_fit=int(fit_idx.size),
-                                    ece=(held_out["checkEceBefore"], held_out["checkEceAfter"]),
+                                    ece=(summary["eceBefore"], summary["eceAfter"]),
                                     loss=(ll_before, ll_after))
     artifact = temperature_scaled(model.artifact, t, version, calibration)
     policy = PromotionPolicy(config.f1_tolerance, config.logloss_tolerance)

@@ -221,11 +221,11 @@ def parse_posted_at(value: object) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         try:
-            number = float(text)
+            as_number: float | None = float(text)
         except ValueError:
-            number = None
-        if number is not None:
-            return parse_posted_at(number)
+            as_number = None
+        if as_number is not None:
+            return parse_posted_at(as_number)
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
@@ -259,7 +259,7 @@ def parse_number(value: object, *, integer_like: bool = False, what: str = "valu
         except OverflowError:
             # not len(str(value)): str() itself refuses ints of more than 4,300 digits
             raise ValueError(f"{what} must be finite, got an integer of about "
-                             f"{int(value.bit_length() * 0.30103) + 1} digits") from None
+                             f"{int(int(value).bit_length() * 0.30103) + 1} digits") from None
     else:
         raise ValueError(f"not a number: {value!r}")
     if not math.isfinite(number):

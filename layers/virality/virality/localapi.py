@@ -756,11 +756,12 @@ def _serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str
     with contextlib.ExitStack() as stack:
         try:
             if local_s3:
-                model_bucket = bucket or MODEL_BUCKET
-                s3 = stack.enter_context(LocalS3(dict.fromkeys([DATA_BUCKET, model_bucket])))
+                local_bucket = bucket or MODEL_BUCKET
+                model_bucket: str | None = local_bucket
+                s3 = stack.enter_context(LocalS3(dict.fromkeys([DATA_BUCKET, local_bucket])))
                 _print(f"local S3 (moto) on {s3.endpoint_url}: buckets {DATA_BUCKET}, {model_bucket}",
                        f"  versions: virality versions --local-s3 {s3.endpoint_url}")
-                summary = publish_sample_model(s3, model_bucket=model_bucket, prefix=prefix)
+                summary = publish_sample_model(s3, model_bucket=local_bucket, prefix=prefix)
                 m = summary.get("metrics") or {}
                 _print(f"trained {summary['version']} on the synthetic sample through the retrain handler "
                        f"(accuracy {m.get('accuracy', 0):.3f}, macro-F1 {m.get('macroF1', 0):.3f}, "

@@ -312,8 +312,8 @@ def _decide_and_apply(registry: ModelRegistry, artifact: ModelArtifact, key: str
             decided = (False, "already the current model (pointed to without a gate decision); not re-gated")
         else:
             current_version = None if current is None else current.version
-            if current is not None and current_version not in champions:
-                champions[current_version] = _evaluate_champion(registry, current, artifact, test)
+            if current is not None and current.version not in champions:
+                champions[current.version] = _evaluate_champion(registry, current, artifact, test)
             found = champions.get(current_version) if current_version else None
             decided = gate(report, None if found is None else found[0], policy, force=force,
                            current_version=current_version, reference=None if found is None else found[1])

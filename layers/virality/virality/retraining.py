@@ -116,7 +116,7 @@ def acquire_lease(registry: ModelRegistry, source_id: str, deadline: float | Non
     record = {"source": source_id, "version": new_version_id(), "claimedAt": utc_now_iso(),
               "leaseUntil": own_deadline + LEASE_MARGIN_SECONDS}
     if registry.put_json_once(registry.lease_key(source_id, 0), record):
-        return Lease(record["version"], 0)
+        return Lease(str(record["version"]), 0)
     version = str((registry.get_json(registry.lease_key(source_id, 0)) or {})["version"])
     delay = POLL_FIRST_SECONDS
     number, holder = 0, None

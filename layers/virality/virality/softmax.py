@@ -181,6 +181,13 @@ def _make_problem(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None
     return _Problem(X, y, sample_weight, sw_sum, float(l2_reg_strength), n_classes)
 
 
+def _exact_hessian(theta: np.ndarray, prob: _Problem) -> np.ndarray:
+    """The Hessian of :func:`_loss_grad_hess` (always computed when asked for)."""
+    H = _loss_grad_hess(theta, prob, hessian=True)[2]
+    assert H is not None
+    return H
+
+
 def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
                     ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Objective, gradient and (optionally) Hessian at ``theta``, streaming over ``X``.
@@ -356,7 +363,7 @@ def hessian(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarra
     """
     prob = _make_problem(X, y, sample_weight, l2_reg_strength, coef.shape[0])
     theta = np.column_stack([coef, intercept])
-    return _loss_grad_hess(theta, prob, hessian=True)[2]
+    return _exact_hessian(theta, prob)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -529,9 +536,9 @@ def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
     # The objective is invariant to adding a constant to every intercept; that
     # direction u spans the Hessian's null space. Adding mu * u u^T makes the
     # system definite without changing the step (the gradient is orthogonal to u).
-    u = np.zeros((K, p))
-    u[:, -1] = 1.0 / math.sqrt(K)
-    u = u.ravel()
+    u_kp = np.zeros((K, p))
+    u_kp[:, -1] = 1.0 / math.sqrt(K)
+    u = u_kp.ravel()
     loss, grad = _loss_grad(theta, prob)
     hess_prob = _hessian_problem(prob)
     n_iter = 0
@@ -540,7 +547,7 @@ def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
         n_iter += 1
         g = grad.ravel()
         if H is None:
-            H = _loss_grad_hess(theta, hess_prob, hessian=True)[2]
+            H = _exact_hessian(theta, hess_prob)
             mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
             H_solve = H + mu * np.outer(u, u)
         try:
