@@ -219,3 +219,60 @@ def test_console_logs_keep_the_handler_decorators_working(monkeypatch) -> None:
     # Then nothing raised, and the line is readable
     (line,) = handler.stream.getvalue().splitlines()
     assert line.endswith("WARNING model loaded  model_version=v1"), line
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        import io
+
+        self.buffer, self.tty = io.StringIO(), tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_training_progress_rewrites_one_line_on_a_terminal_and_prints_lines_in_a_log() -> None:
+    from virality.cli import _Progress
+
+    for tty in (True, False):
+        stream = _Stream(tty)
+        progress = _Progress(True, stream, interval=0.0)
+        progress.stage("reading and validating")
+        for i in range(3):
+            progress(i, 1.0 / (i + 1), 10.0 ** -i)
+        progress.stage("done fitting")
+        progress.done()
+        text = stream.buffer.getvalue()
+        assert "reading and validating" in text and "done fitting" in text
+        assert text.count("iteration") == 3
+        # a terminal gets one rewritten line (carriage returns), a log one line per update
+        assert (text.count("\r") == 3) is tty
+        assert text.count("\n") == (3 if tty else 5)
+
+
+def test_progress_is_silent_when_disabled() -> None:
+    from virality.cli import _Progress
+
+    stream = _Stream(False)
+    progress = _Progress(False, stream, interval=0.0)
+    progress.stage("reading")
+    progress(1, 1.0, 1.0)
+    progress.done()
+    assert stream.buffer.getvalue() == ""
+
+
+def test_train_verbose_reports_its_stages(tmp_path, capsys) -> None:
+    from virality.cli import main
+    from virality.synthetic import sample_csv
+
+    data = tmp_path / "v.csv"
+    data.write_bytes(sample_csv(500, 3))
+    assert main(["train", str(data), "--out", str(tmp_path / "m.json"), "--l2", "0.001", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "reading and validating" in err and "500 rows; fitting" in err

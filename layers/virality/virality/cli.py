@@ -141,20 +141,17 @@ def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
     return read_join_table(Path(args.join).read_bytes(), args.join, mapping.join)
 
 
-def _mapped_trainer(mapping, args: argparse.Namespace):
-    """A stand-in for ``training.train_file`` that reads an export through ``mapping``."""
+def _load_training_set(data: bytes, path: Path, config: Any, mapping: Any, args: argparse.Namespace) -> Any:
+    """The validated training set: a canonical file, or an export read through ``mapping``."""
+    from .datasets import load_training_data
+
+    if mapping is None:
+        return load_training_data(data, str(path), fmt=args.format, test_fraction=config.test_fraction,
+                                  seed=config.seed, tiering=config.tiering)
     from .importers import load_mapped_training_data
-    from .training import TrainingConfig, train_model
 
-    join = _join_table(args, mapping)
-
-    def train_file(data: bytes, source: str, config: TrainingConfig, *, fmt: str | None = None,
-                   model_version: str | None = None, progress: Any = None):
-        ts = load_mapped_training_data(data, source, mapping, test_fraction=config.test_fraction, seed=config.seed,
-                                       tiering=config.tiering, join=join)
-        return train_model(ts, config, model_version=model_version, progress=progress)
-
-    return train_file
+    return load_mapped_training_data(data, str(path), mapping, test_fraction=config.test_fraction,
+                                     seed=config.seed, tiering=config.tiering, join=_join_table(args, mapping))
 
 
 def _warn_empty_tiers(artifact) -> None:
@@ -191,19 +188,46 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(enabled: bool):
-    if not enabled:
-        return None
-    last = [0.0]
+class _Progress:
+    """Progress of a long training on stderr: stages as they start, then optimizer iterations.
 
-    def progress(iteration: int, objective: float, grad_norm: float) -> None:
+    On a terminal the iteration line is rewritten in place (``\\r``); otherwise (logs, CI)
+    one line is printed at most every ``interval`` seconds.
+    """
+
+    def __init__(self, enabled: bool, stream: Any = None, interval: float = 0.5) -> None:
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval
+        self._started = time.monotonic()
+        self._last = -interval
+        self._open_line = False
+
+    def stage(self, text: str) -> None:
+        if self.enabled:
+            self._end_line()
+            print(f"  [{time.monotonic() - self._started:6.1f} s] {text}", file=self.stream, flush=True)
+
+    def __call__(self, iteration: int, objective: float, grad_norm: float) -> None:
         now = time.monotonic()
-        if now - last[0] >= 0.5:
-            last[0] = now
-            print(f"  iteration {iteration:>4}  objective {objective:.10f}  max|grad| {grad_norm:.2e}",
-                  file=sys.stderr)
+        if not self.enabled or now - self._last < self.interval:
+            return
+        self._last = now
+        line = f"  iteration {iteration:>4}  objective {objective:.10f}  max|grad| {grad_norm:.2e}"
+        if self.tty:
+            print(f"\r{line}", end="", file=self.stream, flush=True)
+            self._open_line = True
+        else:
+            print(line, file=self.stream, flush=True)
 
-    return progress
+    def _end_line(self) -> None:
+        if self._open_line:
+            print(file=self.stream)
+            self._open_line = False
+
+    def done(self) -> None:
+        self._end_line()
 
 
 def _l2_value(text: str) -> float | str:
@@ -218,12 +242,10 @@ def _l2_value(text: str) -> float | str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .artifact import dump_artifact
     from .tiering import Tiering
-    from .training import TrainingConfig, format_report, train_file
+    from .training import TrainingConfig, format_report, train_model
 
     _refuse_overwrite(args.out, args.force)
     mapping = _mapping(args)
-    if mapping is not None:
-        train_file = _mapped_trainer(mapping, args)      # the same call below reads the export
     path = Path(args.data)
     if args.engine == "spark":
         return _train_spark(args)
@@ -245,8 +267,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     search = (f", l2 by {config.cv_folds}-fold CV over {len(config.l2_grid)} values"
               if config.resolved_l2 == "auto" else "")
     print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}{search}...", file=sys.stderr)
-    outcome = train_file(data, str(path), config, fmt=args.format, model_version=args.model_version,
-                         progress=_progress_printer(len(data) > 5_000_000 or args.verbose))
+    progress = _Progress(len(data) > 5_000_000 or args.verbose)
+    progress.stage("reading and validating" + (f" through the {mapping.name} mapping" if mapping else ""))
+    ts = _load_training_set(data, path, config, mapping, args)
+    progress.stage(f"{ts.train.X.shape[0] + ts.test.X.shape[0]:,} rows; "
+                   + ("choosing l2, then fitting" if config.resolved_l2 == "auto" else "fitting"))
+    outcome = train_model(ts, config, model_version=args.model_version, progress=progress)
+    progress.done()
     if args.tier_thresholds:
         _warn_empty_tiers(outcome.artifact)
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))
