@@ -180,6 +180,8 @@ def measure_in_children(data_dir: Path, methods: list[str], repeats: dict[str, i
     for rep in range(max(repeats.values())):
         for m in methods:
             if rep < repeats[m]:
+                # each child fit of the large size takes up to a minute: say what is running
+                print(f"[bench_train]   {m} (round {rep + 1}/{repeats[m]}) ...", file=sys.stderr, flush=True)
                 runs[m].append(run_child([__file__, "--child", m, str(data_dir)], timeout=3600))
     rows = []
     for m, rs in runs.items():
