@@ -146,3 +146,21 @@ def test_a_label_horizon_column_is_refused_not_silently_ignored(spark: Any, tmp_
     path.write_text("\n".join(body) + "\n")
     with pytest.raises(ConfigurationError, match="labelViews"):
         train_spark(spark, str(path), TrainingConfig())
+
+
+def test_the_driver_sample_does_not_depend_on_how_rows_are_blocked(spark: Any) -> None:
+    from virality.datasets import load_training_data
+    from virality.sparktrain import driver_sample
+
+    ts = load_training_data(sample_csv(900, 2), "x.csv")
+    X, y = ts.train.X, ts.train.y
+    sc = spark.sparkContext
+    four = sc.parallelize([(X[i::4].copy(), y[i::4].copy()) for i in range(4)], 2)
+    three = sc.parallelize([(X[i::3][::-1].copy(), y[i::3][::-1].copy()) for i in (2, 0, 1)], 3)
+    a, b = driver_sample(four, y.size), driver_sample(three, y.size)
+    # all rows (stride 1) in one content order: the folds of the lambda search are the same
+    assert a.stride == b.stride == 1 and a.rows == b.rows == y.size
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+    small = driver_sample(four, y.size, max_rows=100)
+    assert small.stride == -(-y.size // 100) and small.rows <= 100 + 4
