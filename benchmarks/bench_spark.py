@@ -2,6 +2,7 @@
 
     python benchmarks/bench_spark.py                       # 50,000 rows (well under a minute of training)
     python benchmarks/bench_spark.py --rows 1000000 5000000
+    python benchmarks/bench_spark.py --defaults            # both engines with the default l2 auto + temperature
 
 Each engine trains in a fresh child process exactly as ``virality train``
 does (NumPy: ``train_file`` on the file's bytes; Spark: ``train_spark`` on
@@ -9,6 +10,10 @@ does (NumPy: ``train_file`` on the file's bytes; Spark: ``train_spark`` on
 all its descendants (the JVM and Spark's Python workers), sampled from
 /proc every 50 ms. Results are printed as a table, with the ratio Spark /
 NumPy of the same run (the machine is shared: only ratios carry over).
+
+By default both engines fit one fixed lambda (``l2=0.001, calibration=none``,
+no bootstrap): the cost of the exact fit itself. ``--defaults`` runs both with
+the default configuration (lambda search and T; on Spark on the driver sample).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from virality.training import TrainingConfig, train_file
 t = time.perf_counter()
 data = Path(sys.argv[1]).read_bytes()
-out = train_file(data, sys.argv[1], TrainingConfig())
+out = train_file(data, sys.argv[1], TrainingConfig(**json.loads(sys.argv[2])))
 a = out.artifact
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "iterations": a.training.iterations,
       "objective": a.training.finalObjective, "train": a.data.rows.train, "passes": None}))
@@ -45,7 +50,7 @@ t0 = time.perf_counter()
 spark = spark_session("local[2]", "bench")
 spark.sparkContext.setLogLevel("ERROR")
 t = time.perf_counter()
-run = train_spark(spark, sys.argv[1], TrainingConfig())
+run = train_spark(spark, sys.argv[1], TrainingConfig(**json.loads(sys.argv[2])))
 a = run.outcome.artifact
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "startup": t - t0,
       "iterations": a.training.iterations, "objective": a.training.finalObjective, "train": a.data.rows.train,
@@ -77,9 +82,13 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_child(engine: str, path: Path) -> dict:
+#: The fixed-lambda configuration of the default run (the exact fit alone).
+FIXED = {"l2": 1e-3, "calibration": "none", "bootstrap": 0}
+
+
+def run_child(engine: str, path: Path, config: dict | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(LIBRARY), "PYSPARK_PYTHON": sys.executable}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD[engine], str(path)], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD[engine], str(path), json.dumps(config or {})], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     peak = 0
     started = time.perf_counter()
@@ -98,7 +107,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--rows", type=int, nargs="+", default=[50_000])
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--defaults", action="store_true",
+                   help="train with the default config (l2 auto, temperature; no bootstrap) instead of l2 0.001")
     args = p.parse_args()
+    config = {"bootstrap": 0} if args.defaults else FIXED
     sys.path.insert(0, str(LIBRARY))
     from virality.synthetic import sample_csv
 
@@ -109,7 +121,7 @@ def main() -> None:
         for rows in args.rows:
             path = Path(tmp) / f"videos-{rows}.csv"
             path.write_bytes(sample_csv(rows, args.seed))
-            res = {engine: run_child(engine, path) for engine in ("numpy", "spark")}
+            res = {engine: run_child(engine, path, config) for engine in ("numpy", "spark")}
             for engine, r in res.items():
                 ratio_t = r["seconds"] / res["numpy"]["seconds"]
                 ratio_m = r["peak_mb"] / res["numpy"]["peak_mb"]

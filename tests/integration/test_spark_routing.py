@@ -8,15 +8,20 @@ import pytest
 
 from tests.conftest import DATA_BUCKET, MODEL_BUCKET
 from tests.integration.retrain_helpers import all_keys, csv_bytes, event_for, put_training, run_one
+from virality.config import RetrainSettings
 from virality.errors import ConfigurationError
+from virality.spark_entry import build_parser
 from virality.sparkjob import (
     DEFAULT_SPARK_MIN_BYTES,
     SparkLauncher,
     SparkSettings,
     client_token,
+    job_request,
     route_upload,
     should_use_spark,
+    training_arguments,
 )
+from virality.training import TrainingConfig
 
 ROLE = "arn:aws:iam::123456789012:role/virality-spark-job"
 
@@ -76,6 +81,10 @@ def test_a_large_upload_starts_one_job_run_of_the_entry_point(s3: Any, emr: Any)
     assert args[args.index("--source-version") + 1] == put["VersionId"]
     assert args[args.index("--model-bucket") + 1] == MODEL_BUCKET
     assert "spark.submit.pyFiles=s3://artifacts/spark/virality.zip" in submit["sparkSubmitParameters"]
+    # the Lambda's training defaults travel with the job: lambda by CV, temperature, all features
+    assert args[args.index("--l2") + 1] == "auto"
+    assert args[args.index("--calibration") + 1] == "temperature"
+    assert args[args.index("--feature-set") + 1] == "full"
     # one token per object version: a redelivered event is the same StartJobRun request
     source_id = f"{DATA_BUCKET}/training-data/big.csv#{put['VersionId']}"
     assert routed["sourceVersion"] == put["VersionId"]
@@ -122,3 +131,41 @@ def test_the_retrain_handler_returns_submitted_and_writes_no_model(s3: Any, emr:
     small = run_one(retrain_app, lambda_context, event_for("training-data/big.csv", version_id=put["VersionId"]))
     assert small["status"] == "published"
     assert len(_job_runs(emr)) == 1
+
+
+def _entry_config(argv: list[str], environ: dict[str, str] | None = None) -> TrainingConfig:
+    """The TrainingConfig spark_entry.run builds from these options."""
+    a = build_parser(environ or {}).parse_args(["--source", "s3://b/k.csv", "--model-bucket", "m", *argv])
+    return TrainingConfig(l2=a.l2, class_weight=a.class_weight, seed=a.seed, test_fraction=a.test_fraction,
+                          calibration=a.calibration, feature_set=a.feature_set)
+
+
+@pytest.mark.parametrize("environ", [
+    {},
+    {"TRAIN_L2": "0.01", "TRAIN_CALIBRATION": "none", "TRAIN_FEATURE_SET": "prepublication"},
+    {"TRAIN_L2": "auto", "TRAIN_CLASS_WEIGHT": "balanced", "TRAIN_CALIBRATION": "temperature"},
+    {"TRAIN_OPTIMIZER": "gd"},
+])
+def test_the_spark_job_trains_with_the_lambdas_resolved_configuration(environ: dict[str, str]) -> None:
+    lam = RetrainSettings.from_env(environ)
+    lambda_config = TrainingConfig(optimizer=lam.train_optimizer, l2=lam.training_l2(),
+                                   class_weight=lam.train_class_weight, calibration=lam.train_calibration,
+                                   feature_set=lam.train_feature_set)
+    request = job_request("data", "training-data/big.csv", None, "data/training-data/big.csv#e",
+                          _settings("app-1"), lam)
+    job = _entry_config(request["jobDriver"]["sparkSubmit"]["entryPointArguments"][6:])
+    # Spark runs Newton; everything that decides the model matches the Lambda's resolved choice
+    assert job.resolved_l2 == lambda_config.resolved_l2
+    assert job.resolved_calibration == lambda_config.resolved_calibration
+    assert (job.feature_set, job.class_weight) == (lambda_config.feature_set, lambda_config.class_weight)
+
+
+def test_the_entry_points_defaults_are_the_retrain_settings() -> None:
+    default = _entry_config([])
+    assert (default.resolved_l2, default.resolved_calibration, default.feature_set) == (
+        TrainingConfig().resolved_l2, TrainingConfig().resolved_calibration, "full") == ("auto", "temperature", "full")
+    env = {"TRAIN_L2": "0.01", "TRAIN_CALIBRATION": "none", "TRAIN_FEATURE_SET": "prepublication"}
+    assert _entry_config([], env) == TrainingConfig(l2=0.01, calibration="none", feature_set="prepublication")
+    assert _entry_config(["--l2", "auto", "--calibration", "temperature"], env).resolved_l2 == "auto"
+    assert training_arguments(RetrainSettings.from_env(env)) == [
+        "--l2", "0.01", "--calibration", "none", "--feature-set", "prepublication", "--class-weight", "none"]

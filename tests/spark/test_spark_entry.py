@@ -58,6 +58,11 @@ def test_publishes_once_and_moves_the_pointer(spark: Any, s3: Any, tmp_path: Pat
     artifact, _ = registry.load_key(pointer.key, pointer.sha256)         # complete, checksummed, sha256 matches
     assert artifact.training.engine == "spark" and artifact.data.format == "parquet"
     assert artifact.data.source == f"s3://{DATA_BUCKET}/{KEY}"
+    # the retrain Lambda's defaults: lambda by CV and temperature, on the (here: whole) driver sample
+    assert artifact.training.l2Search is not None
+    assert artifact.training.l2 == artifact.training.l2Search.chosen
+    assert artifact.training.l2Search.sampleRows == artifact.data.rows.train
+    assert artifact.calibration.method == "temperature" and artifact.featureSet == "full"
     # the same object again: nothing new is published, the pointer does not move
     keys_before = all_keys(s3)
     assert main(_argv(path, put["VersionId"]), spark=spark) == 0

@@ -56,6 +56,9 @@ class L2Search(_Model):
     seed: int = Field(description="seed of the fold assignment")
     scoring: str = Field("logLoss", description="the criterion minimised")
     durationSeconds: float | None = None
+    sampleRows: int | None = Field(
+        None, description="training rows the search ran on when it ran on a subsample (Spark engine: a strided "
+                          "driver-side sample of the training split); None: the whole training split")
 
 
 class CalibrationInfo(_Model):

@@ -294,8 +294,10 @@ def _train_spark(args: argparse.Namespace) -> int:
     from .training import TrainingConfig, format_report
 
     tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds)) if args.tier_thresholds else None
+    # the same defaults as the NumPy engine: l2 by CV, temperature calibration (on a driver sample at scale)
     config = TrainingConfig(optimizer=args.optimizer, l2=args.l2, class_weight=args.class_weight, seed=args.seed,
-                            test_fraction=args.test_fraction, tiering=tiering)
+                            test_fraction=args.test_fraction, tiering=tiering, calibration=args.calibration,
+                            feature_set=args.feature_set, cv_folds=args.cv_folds, bootstrap=args.bootstrap)
     fmt = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}.get(args.format or "")
     if args.format == "seed-json":
         raise ViralityError("--engine spark reads raw records (CSV, JSON Lines, Parquet), not seed JSON")

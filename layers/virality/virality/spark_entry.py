@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 # Absolute imports: EMR runs this file as a script, with the library zip on the path.
+from virality.config import RetrainSettings
 from virality.errors import DataValidationError, ViralityError
 from virality.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
 from virality.registry import ModelRegistry, default_client_factory
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
     metadata = base.pop("metadata")
     force = args.force_promote or metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     config = TrainingConfig(l2=args.l2, class_weight=args.class_weight, seed=args.seed,
-                            test_fraction=args.test_fraction)
+                            test_fraction=args.test_fraction, calibration=args.calibration,
+                            feature_set=args.feature_set)
     policy = PromotionPolicy(args.f1_tolerance, args.logloss_tolerance, args.max_sharp_disagreement)
     known = (registry.get_json(registry.claim_key(source_id)) or {}).get("version")
     final = registry.read_promotion(known) if known else None
@@ -142,7 +144,19 @@ def _sha(source_id: str) -> str:
     return hashlib.sha256(source_id.encode()).hexdigest()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _l2_value(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+
+
+def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The entry point's options; training defaults are the retrain Lambda's (TRAIN_L2, TRAIN_CALIBRATION, ...)."""
+    # Same settings model and environment names as the retrain function: one default for both engines.
+    lam = RetrainSettings.from_env(environ)
     p = argparse.ArgumentParser(prog="spark_entry", description=__doc__.split("\n", 1)[0])
     p.add_argument("--source", required=True, help="s3://bucket/key of the training object, or a local path")
     p.add_argument("--source-version", help="S3 version id (the one the upload event named)")
@@ -150,8 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="default: from the name")
     p.add_argument("--model-bucket", default=os.environ.get("MODEL_BUCKET"), required="MODEL_BUCKET" not in os.environ)
     p.add_argument("--model-prefix", default=os.environ.get("MODEL_PREFIX", "models/"))
-    p.add_argument("--l2", type=float, default=1e-3)
-    p.add_argument("--class-weight", choices=("none", "balanced"), default="none")
+    p.add_argument("--l2", type=_l2_value, default=lam.train_l2, metavar="{auto,NUMBER}",
+                   help="lambda, or auto: cross-validated on a driver sample (default: TRAIN_L2, else auto)")
+    p.add_argument("--calibration", choices=("temperature", "none"), default=lam.train_calibration,
+                   help="default: TRAIN_CALIBRATION, else temperature")
+    p.add_argument("--feature-set", choices=("full", "prepublication"), default=lam.train_feature_set,
+                   help="default: TRAIN_FEATURE_SET, else full")
+    p.add_argument("--class-weight", choices=("none", "balanced"), default=lam.train_class_weight)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--f1-tolerance", type=float, default=0.03)

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from .config import _EnvSettings, _prefix
+from .config import RetrainSettings, _EnvSettings, _prefix
 from .errors import ConfigurationError
 from .registry import _NOT_FOUND, _is_client_error_in
 
@@ -68,9 +68,25 @@ def client_token(source_id: str) -> str:
     return hashlib.sha256(source_id.encode()).hexdigest()[:64]
 
 
-def job_request(bucket: str, key: str, version_id: str | None, source_id: str, settings: SparkSettings
-                ) -> dict[str, Any]:
-    """The ``StartJobRun`` request for one training object."""
+def training_arguments(training: RetrainSettings) -> list[str]:
+    """Entry-point options that make the job train exactly as the Lambda would (its resolved TRAIN_* defaults)."""
+    from .training import TrainingConfig
+
+    config = TrainingConfig(optimizer=training.train_optimizer, l2=training.training_l2(),
+                            class_weight=training.train_class_weight, calibration=training.train_calibration,
+                            feature_set=training.train_feature_set)
+    # Spark runs Newton: gd's resolved fixed lambda and calibration (0.001, none) are passed as such.
+    return ["--l2", str(config.resolved_l2), "--calibration", config.resolved_calibration,
+            "--feature-set", config.feature_set, "--class-weight", config.class_weight]
+
+
+def job_request(bucket: str, key: str, version_id: str | None, source_id: str, settings: SparkSettings,
+                training: RetrainSettings | None = None) -> dict[str, Any]:
+    """The ``StartJobRun`` request for one training object.
+
+    ``training`` (default: the retrain settings of this environment) becomes
+    the entry point's training options, so both engines train with one configuration.
+    """
     missing = [name.upper() for name in ("spark_application_id", "spark_job_role_arn", "spark_entry_point",
                                          "spark_py_files") if not getattr(settings, name)]
     if missing:
@@ -79,6 +95,7 @@ def job_request(bucket: str, key: str, version_id: str | None, source_id: str, s
             "--model-prefix", settings.model_prefix]
     if version_id:
         args += ["--source-version", version_id]
+    args += training_arguments(training if training is not None else RetrainSettings.from_env())
     params = [f"--conf spark.submit.pyFiles={settings.spark_py_files}"]
     if settings.spark_archives:
         params += [f"--conf spark.archives={settings.spark_archives}",

@@ -28,6 +28,17 @@ gradient and Hessian together (on a cluster passes cost, not flops). Above
 :data:`WARM_START_MIN_ROWS` training rows, the library's own
 :func:`virality.softmax.fit` first runs on a strided subsample on the driver,
 so the full data needs about three passes.
+
+Defaults carry over from :func:`virality.training.train_model`: ``l2="auto"``
+(lambda by cross-validation) and temperature calibration run the library's own
+:func:`virality.model_selection.search_l2` (or
+:func:`~virality.model_selection.out_of_fold_logits` for a fixed lambda) and
+:func:`virality.calibration.fit_temperature` on that same strided driver-side
+sample (:func:`driver_sample`, at most about :data:`WARM_START_ROWS` rows: all
+of them on small data); the exact Spark Newton fit at the chosen lambda then
+runs over every training row, and T is folded into its weights. The artifact
+records the sample size (``training.l2Search.sampleRows``,
+``calibration.nSamples`` and ``calibration.provenance``).
 """
 
 from __future__ import annotations
@@ -43,9 +54,11 @@ import numpy as np
 from . import TIER_MIDPOINTS
 from .artifact import (
     SCHEMA_VERSION,
+    CalibrationInfo,
     ClassCounts,
     ClusterInfo,
     DataProvenance,
+    L2Search,
     Metrics,
     ModelArtifact,
     SplitRows,
@@ -53,6 +66,7 @@ from .artifact import (
     new_version_id,
     utc_now_iso,
 )
+from .calibration import calibration_summary, fit_temperature, fold_temperature
 from .datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
 from .errors import ConfigurationError, DataValidationError
 from .features import (
@@ -63,12 +77,15 @@ from .features import (
     RawVideos,
     _raw_ratios,
     extract_features,
+    feature_set_mask,
 )
-from .metrics import evaluate
+from .labels import LABEL_COLUMN
+from .metrics import bootstrap_intervals, evaluate
 from .model import ViralityModel
+from .model_selection import out_of_fold_logits, search_l2
 from .softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
 from .tiering import Tiering, assign_tiers
-from .training import TrainingConfig, TrainingOutcome
+from .training import TrainingConfig, TrainingOutcome, _embed_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -85,6 +102,7 @@ APPROX_QUANTILE_ACCURACY = 100_000
 #: strided sample beyond, recorded as ``evaluationRows`` in the artifact.
 EVAL_MAX_ROWS = 1_000_000
 WARM_START_MIN_ROWS = 500_000
+#: Rows of the driver-side sample (warm start, lambda search, temperature): at most this plus one per block.
 WARM_START_ROWS = 200_000
 SPLIT_BUCKETS = 1_000_000
 
@@ -483,6 +501,49 @@ def _balanced_weights(counts: np.ndarray, cap_ratio: float = 3.0) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
+class DriverSample:
+    """A deterministic subsample of the training blocks, on the driver.
+
+    Attributes
+    ----------
+    X : ndarray of shape (m, d)
+    y : ndarray of shape (m,), class indices
+    stride : int
+        Every ``stride``-th row of every block was taken (1: all rows).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    stride: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.y.shape[0])
+
+
+def canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row order by content (tier, then the features): independent of the order Spark returns blocks in.
+
+    The lambda search deals rows into folds by position, so the sample needs
+    an order that re-partitioning cannot change.
+    """
+    return np.lexsort((*X.T[::-1], y))
+
+
+def driver_sample(blocks: Any, n_rows: int, max_rows: int | None = None) -> DriverSample:
+    """Every ``ceil(n_rows / max_rows)``-th row of every block, collected (one pass), in :func:`canonical_order`.
+
+    ``max_rows`` defaults to :data:`WARM_START_ROWS`.
+    """
+    stride = max(1, -(-int(n_rows) // (max_rows or WARM_START_ROWS)))
+    parts = blocks.map(lambda b: (b[0][::stride], b[1][::stride])).collect()
+    X = np.concatenate([b[0] for b in parts])
+    y = np.concatenate([b[1] for b in parts])
+    order = canonical_order(X, y)
+    return DriverSample(np.ascontiguousarray(X[order]), y[order], stride)
+
+
+@dataclass(frozen=True, slots=True)
 class SparkFit:
     coef: np.ndarray          # (5, 15)
     intercept: np.ndarray     # (5,)
@@ -495,34 +556,49 @@ class SparkFit:
 
 
 def fit_blocks(blocks: Any, counts: np.ndarray, *, l2: float, class_weight: str = "none", tol: float = 1e-8,
-               max_iter: int = 100, warm_start: bool | None = None) -> SparkFit:
-    """Fit the softmax model on an RDD of ``(X, y)`` blocks with ``counts`` rows per class."""
+               max_iter: int = 100, warm_start: bool | None = None, sample: DriverSample | None = None,
+               init: tuple[np.ndarray, np.ndarray] | None = None, n_features: int = N_FEATURES) -> SparkFit:
+    """Fit the softmax model on an RDD of ``(X, y)`` blocks with ``counts`` rows per class.
+
+    Parameters
+    ----------
+    blocks : RDD of (ndarray (m, n_features), ndarray (m,))
+    counts : ndarray of shape (5,)
+    warm_start : bool or None
+        Start from the library's :func:`virality.softmax.fit` on a driver
+        sample (None: when one is given, or above :data:`WARM_START_MIN_ROWS` rows).
+    sample : DriverSample or None
+        An already collected :func:`driver_sample` of ``blocks`` (no extra pass).
+    init : (coef (5, n_features), intercept (5,)) or None
+        A start fitted on ``sample`` at this ``l2`` (e.g. the lambda search's own fit): skips the sample fit.
+    """
     present = np.flatnonzero(counts > 0)
     remap = np.full(NUM_CLASSES, -1)
     remap[present] = np.arange(present.size)
     cw = _balanced_weights(counts) if class_weight == "balanced" else None
     objective = SparkObjective(blocks, l2, cw, remap)
-    theta = np.zeros((present.size, N_FEATURES + 1))
+    theta = np.zeros((present.size, n_features + 1))
     n_train = int(counts.sum())
     warm_rows = 0
-    if warm_start if warm_start is not None else n_train > WARM_START_MIN_ROWS:
+    if warm_start if warm_start is not None else (sample is not None or n_train > WARM_START_MIN_ROWS):
         # The library's own trainer on a strided sample of every block: a start a few passes from the optimum.
-        stride = max(1, n_train // WARM_START_ROWS)
-        parts = blocks.map(lambda b: (b[0][::stride], b[1][::stride])).collect()
-        Xs = np.concatenate([b[0] for b in parts])
-        ys = np.concatenate([b[1] for b in parts])
-        objective.passes += 1
+        if sample is None:
+            sample = driver_sample(blocks, n_train)
+            objective.passes += 1
+        Xs, ys = sample.X, sample.y
         if np.array_equal(np.flatnonzero(np.bincount(ys, minlength=NUM_CLASSES) > 0), present):
-            sw = None if cw is None else cw[ys]
-            start = fit(Xs, ys, n_classes=NUM_CLASSES, l2_reg_strength=l2, sample_weight=sw, tol=max(tol, 1e-6),
-                        max_iter=max_iter)
-            theta = np.column_stack([start.coef[present], start.intercept[present]])
+            if init is None:
+                sw = None if cw is None else cw[ys]
+                start = fit(Xs, ys, n_classes=NUM_CLASSES, l2_reg_strength=l2, sample_weight=sw,
+                            tol=max(tol, 1e-6), max_iter=max_iter)
+                init = (start.coef, start.intercept)
+            theta = np.column_stack([init[0][present], init[1][present]])
             warm_rows = int(ys.size)
     theta, loss, grad, n_iter = newton(objective, theta, tol, max_iter)
     grad_norm = float(np.abs(grad).max())
     # Canonical form and absent classes exactly as softmax.fit returns them.
     theta[:, -1] -= theta[:, -1].mean()
-    coef = np.zeros((NUM_CLASSES, N_FEATURES))
+    coef = np.zeros((NUM_CLASSES, n_features))
     intercept = np.zeros(NUM_CLASSES)
     coef[present] = theta[:, :-1]
     intercept[present] = theta[:, -1]
@@ -531,6 +607,84 @@ def fit_blocks(blocks: Any, counts: np.ndarray, *, l2: float, class_weight: str 
         intercept[absent] = (theta[:, -1].min() - ABSENT_CLASS_LOGIT_GAP
                              - float(np.abs(theta[:, :-1]).sum(axis=1).max()))
     return SparkFit(coef, intercept, n_iter, loss, grad_norm, grad_norm <= tol, objective.passes, warm_rows)
+
+
+# --------------------------------------------------------------------------- defaults: lambda and T
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenFit:
+    """The exact fit at the chosen lambda, its published (calibrated, 15-column) weights and the records."""
+
+    fit: SparkFit
+    l2: float
+    coef: np.ndarray              # (5, 15), T folded in
+    intercept: np.ndarray         # (5,)
+    l2_search: L2Search | None
+    calibration: CalibrationInfo | None
+    sample_passes: int            # passes spent collecting the driver sample here (0 or 1)
+
+
+def _choose_and_fit(train_blocks: Any, counts: np.ndarray, config: TrainingConfig) -> ChosenFit:
+    """:func:`virality.training.train_model`'s steps over Spark blocks.
+
+    lambda search and temperature on one driver sample (the library's own
+    code, as on one node), the exact fit over every block, T folded in.
+    """
+    l2_mode, calibration = config.resolved_l2, config.resolved_calibration
+    mask = feature_set_mask(config.feature_set)
+    # prepublication: fit the kept columns only (held ones get weight exactly 0, as in train_model)
+    fit_rdd = train_blocks if mask.all() else train_blocks.map(lambda b: (b[0][:, mask], b[1]))
+    n_train = int(counts.sum())
+    cw = _balanced_weights(counts) if config.class_weight == "balanced" else None
+    sample = None
+    if l2_mode == "auto" or calibration == "temperature":
+        sample = driver_sample(fit_rdd, n_train)
+    sw = None if sample is None or cw is None else cw[sample.y]
+    search = None
+    init = None
+    if l2_mode == "auto":
+        assert sample is not None
+        search = search_l2(sample.X, sample.y, n_classes=NUM_CLASSES, grid=config.l2_grid, n_folds=config.cv_folds,
+                           seed=config.seed, sample_weight=sw)
+        l2 = search.chosen
+        init = (search.coef, search.intercept)          # the search's own fit on the sample, polished below
+    else:
+        l2 = float(l2_mode)
+    result = fit_blocks(fit_rdd, counts, l2=l2, class_weight=config.class_weight, tol=config.tol,
+                        max_iter=config.max_iter, sample=sample, init=init, n_features=int(mask.sum()))
+    coef, intercept = _embed_columns(result.coef, mask), result.intercept
+    calibration_info = None
+    if calibration == "temperature":
+        assert sample is not None
+        if search is not None:
+            oof = search.oof_logits
+        else:
+            Xs, ys = sample.X, sample.y
+
+            def fit_fold(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                r = fit(Xs[tr], ys[tr], l2_reg_strength=l2, sample_weight=None if sw is None else sw[tr],
+                        tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+                return r.coef, r.intercept
+
+            oof, _ = out_of_fold_logits(Xs, ys, fit_fold, n_folds=config.cv_folds, seed=config.seed)
+        temperature = fit_temperature(oof, sample.y)
+        calibration_info = CalibrationInfo(
+            method="temperature", temperature=temperature, source="cv", nSamples=sample.rows, fittedAt=utc_now_iso(),
+            provenance={"sample": "strided driver-side sample of the training split", "stride": str(sample.stride),
+                        "trainingRows": str(n_train)},
+            **calibration_summary(oof, sample.y, temperature))
+        coef, intercept = fold_temperature(coef, intercept, temperature)
+    elif config.calibration == "none":
+        calibration_info = CalibrationInfo(method="none", temperature=1.0, source="training")
+    l2_search = None
+    if search is not None:
+        assert sample is not None
+        l2_search = L2Search(grid=list(search.grid), meanLogLoss=search.mean_log_loss.tolist(),
+                             stdLogLoss=search.std_log_loss.tolist(), chosen=search.chosen, folds=search.n_folds,
+                             seed=search.seed, durationSeconds=round(search.duration_seconds, 6),
+                             sampleRows=sample.rows)
+    return ChosenFit(result, l2, coef, intercept, l2_search, calibration_info, int(sample is not None))
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -586,7 +740,12 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
     source = source or path
     fmt = fmt or detect_spark_format(path)
     started = time.perf_counter()
-    raw, key_col = validated_raw(read_records(spark, path, fmt), source, config.seed, config.test_fraction)
+    records = read_records(spark, path, fmt)
+    if LABEL_COLUMN in records.columns:
+        # Tiers from labelViews are not wired through the Spark blocks yet: refuse rather than tier by views.
+        raise ConfigurationError(f"the Spark engine does not read the {LABEL_COLUMN} label horizon yet: "
+                                 "train this file with --engine numpy, or drop the column")
+    raw, key_col = validated_raw(records, source, config.seed, config.test_fraction)
     valid = F.col("_errMessage").isNull()
     totals = raw.agg(F.sum(valid.cast("long")).alias("ok"), F.sum((~valid).cast("long")).alias("bad")).first()
     if totals["bad"]:
@@ -615,12 +774,11 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
     if int((train_counts > 0).sum()) < 2:
         raise DataValidationError(f"the training split has {int((train_counts > 0).sum())} tier(s); "
                                   "at least 2 are needed", location=source)
-    result = fit_blocks(train_blocks, train_counts, l2=config.l2, class_weight=config.class_weight,
-                        tol=config.tol, max_iter=config.max_iter)
-    coef, intercept = result.coef, result.intercept
+    chosen = _choose_and_fit(train_blocks, train_counts, config)
+    result, coef, intercept = chosen.fit, chosen.coef, chosen.intercept
     train_correct = train_blocks.map(
         lambda b: int(np.sum((b[0] @ coef.T + intercept).argmax(axis=1) == b[1]))).sum()
-    passes = result.passes + 1
+    passes = result.passes + chosen.sample_passes + 1
     # Test split on the driver: every row up to EVAL_MAX_ROWS, else a deterministic hash sample.
     n_test = int(test_counts.sum())
     test_raw_df = raw.where(F.col("_test"))
@@ -629,7 +787,10 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         test_raw_df = test_raw_df.where(keep < F.lit(int(SPLIT_BUCKETS * EVAL_MAX_ROWS / n_test)))
     test_raw = _collect_raw(test_raw_df)
     test = Split(extract_features(test_raw, prep), assign_tiers(test_raw.views, tiering), test_raw)
-    report = evaluate(test.y, predict_proba(test.X, coef, intercept))
+    proba = predict_proba(test.X, coef, intercept)
+    report = evaluate(test.y, proba)
+    intervals = bootstrap_intervals(test.y, proba, n_resamples=config.bootstrap, seed=config.seed) \
+        if config.bootstrap else None
     duration = time.perf_counter() - started
     cluster = ClusterInfo(
         master=spark.sparkContext.master, sparkVersion=spark.version, executors=_executors(spark),
@@ -648,17 +809,20 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         accuracy=report.accuracy,
         confusionMatrix=report.confusion_matrix,
         training=TrainingInfo(
-            optimizer="newton", l2=config.l2, classWeight=config.class_weight, iterations=result.n_iter,
+            optimizer="newton", l2=chosen.l2, classWeight=config.class_weight, iterations=result.n_iter,
             finalObjective=result.objective, gradientNorm=result.grad_norm, converged=result.converged,
             tol=config.tol, seed=config.seed, testFraction=config.test_fraction,
-            durationSeconds=round(duration, 6), engine="spark", cluster=cluster),
-        metrics=Metrics(test=report, trainAccuracy=float(train_correct) / float(train_counts.sum())),
+            durationSeconds=round(duration, 6), engine="spark", cluster=cluster, l2Search=chosen.l2_search),
+        metrics=Metrics(test=report, trainAccuracy=float(train_correct) / float(train_counts.sum()),
+                        testIntervals=intervals),
         data=DataProvenance(
             source=source, sha256=sha256 or hashlib.sha256(source.encode()).hexdigest(),
             format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
             classCounts=ClassCounts(train=[int(c) for c in train_counts], test=[int(c) for c in test_counts])),
         preprocessing=prep,
         tiering=tiering,
+        featureSet=config.feature_set,
+        calibration=chosen.calibration,
     )
     blocks.unpersist()
     raw.unpersist()

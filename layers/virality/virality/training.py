@@ -276,7 +276,8 @@ def format_report(artifact: ModelArtifact) -> str:
             sr = t.l2Search
             lines += [f"l2 search       {sr.folds}-fold stratified CV (seed {sr.seed}) on the training split, "
                       f"chose l2 {sr.chosen:g}" + (f" in {sr.durationSeconds * 1000:.0f} ms" if sr.durationSeconds
-                                                   else ""),
+                                                   else "")
+                      + (f" (on a {sr.sampleRows}-row driver sample)" if sr.sampleRows is not None else ""),
                       "      l2   held-out log-loss (mean +- std)"]
             lines += [f"  {v:>6.0e}   {m:.4f} +- {sd:.4f}" + ("   <- chosen" if v == sr.chosen else "")
                       for v, m, sd in zip(sr.grid, sr.meanLogLoss, sr.stdLogLoss, strict=True)]
