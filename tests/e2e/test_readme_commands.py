@@ -120,3 +120,31 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
     # The last `train … --out ml-weights.json --force` in the README reads a Research API export.
     assert load_artifact((tmp_path / "ml-weights.json").read_bytes()).data.format.startswith("research-api")
     assert json.loads((tmp_path / "audit-report.json").read_text())
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but ``-``/``_`` dropped, spaces to ``-``."""
+    anchors, fence = set(), False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        elif not fence and (m := re.match(r"#{1,6} (.+)", line)):
+            anchors.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_links_between_the_readme_and_docs_resolve() -> None:
+    # The README's internals moved to docs/ (issue 13): every relative link, and its #anchor, must land.
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            missing_anchor = bool(anchor) and dest.suffix == ".md" and dest.exists() and \
+                anchor not in _anchors(dest.read_text(encoding="utf-8"))
+            if not dest.exists() or missing_anchor:
+                broken.append((page.name, target))
+    assert not broken, broken
