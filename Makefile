@@ -83,8 +83,9 @@ template: $(TOOLS_STAMP)  ## sam validate --lint, cfn-lint, checkov
 layer-check: $(TOOLS_STAMP)  ## sam build, then check the built layer imports and carries .pyc
 	TOOLS_VENV=$(TOOLS_VENV) bash scripts/check_layer_build.sh
 
-test: $(STAMP) $(TOOLS_STAMP)  ## everything CI runs: lint, template checks, layer build, pytest
+test: $(STAMP) $(TOOLS_STAMP)  ## everything CI runs: lint, types, template checks, layer build, pytest
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory typecheck
 	$(MAKE) --no-print-directory template
 	$(MAKE) --no-print-directory layer-check
 	$(PY) -m pytest

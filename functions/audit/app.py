@@ -82,7 +82,7 @@ def publish_metrics(summary: AuditSummary) -> None:
     for name, value in figures.items():
         if value is not None:
             metrics.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
-    metrics.add_metric(name="CalibrationAlarm", unit=MetricUnit.Count, value=int(bool(summary.decision["alarm"])))
+    metrics.add_metric(name="CalibrationAlarm", unit=MetricUnit.Count, value=int(bool((summary.decision or {}).get("alarm"))))
     recal = summary.recalibration or {}
     if recal.get("status") == "published":
         metrics.add_metric(name="Recalibrations", unit=MetricUnit.Count, value=1)

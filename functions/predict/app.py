@@ -63,7 +63,7 @@ def reset() -> None:
     _provider = None
 
 
-_ERRORS = {
+_ERRORS: dict[int, Any] = {
     400: {"description": "Malformed body: invalid JSON or base64, duplicated field, nesting deeper than "
                          f"{MAX_NESTING_DEPTH} levels",
           "content": {"application/json": {"model": ErrorResponse}}},

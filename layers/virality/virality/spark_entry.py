@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
     known = (registry.get_json(registry.claim_key(source_id)) or {}).get("version")
     final = registry.read_promotion(known) if known else None
     if final is not None:               # done before: train nothing, publish nothing
-        return _duplicate(registry, known, final, None, started, base)
+        return _duplicate(registry, str(known), final, None, started, base)
     own_session = spark is None
     if spark is None:
         # Under spark-submit (EMR Serverless) the JVM started this Python: keep its master.
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
         if own_session:
             spark.stop()
     artifact = trained.outcome.artifact
+    assert artifact.data is not None        # train_spark always records its data
     rows = {"train": artifact.data.rows.train, "test": artifact.data.rows.test}
     # The retrain Lambda's lease on the same source id: one version per object, whoever runs it.
     lease = acquire_lease(registry, source_id, wall_clock() + PUBLISH_LEASE_SECONDS)

@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -279,11 +279,19 @@ def validated_raw(df: DataFrame, source: str, seed: int, test_fraction: float) -
     return checked, key_col
 
 
+def _one_row(df: DataFrame) -> Any:
+    """The first row of ``df``; aggregates (and the queries this is used for) always have one."""
+    row = df.first()
+    if row is None:
+        raise RuntimeError("expected a row from Spark, got none")
+    return row
+
+
 def first_error(checked: DataFrame, source: str, key_col: str | None) -> DataValidationError:
     """The error of one bad record of ``checked``, naming its key and column."""
     from pyspark.sql import functions as F
 
-    bad = checked.where(F.col("_errMessage").isNotNull()).select("_key", "_errColumn", "_errMessage").first()
+    bad = _one_row(checked.where(F.col("_errMessage").isNotNull()).select("_key", "_errColumn", "_errMessage"))
     what = f"{key_col} {bad['_key']}" if key_col else "a record"
     return DataValidationError(f"{what}: {bad['_errMessage']}", column=bad["_errColumn"], location=source)
 
@@ -308,7 +316,7 @@ def _quantiles(df: DataFrame, columns: list[str], probs: list[float], method: Qu
 
     aggs = [(F.percentile(F.col(c), probs) if method.exact
              else F.percentile_approx(F.col(c), probs, APPROX_QUANTILE_ACCURACY)).alias(c) for c in columns]
-    row = df.agg(*aggs).first()
+    row = _one_row(df.agg(*aggs))
     return {c: (list(row[c]) if row[c] is not None else [None] * len(probs)) for c in columns}
 
 
@@ -320,7 +328,7 @@ def fit_tiering_spark(raw: DataFrame, rule: Tiering | None, method: QuantileMeth
             raise ConfigurationError("tiering method 'thresholds' needs four thresholds")
         return rule
     cuts = _quantiles(raw, ["views"], list(rule.quantiles), method)["views"]
-    return rule.model_copy(update={"thresholds": tuple(float(c) for c in cuts)})
+    return rule.model_copy(update={"thresholds": tuple(float(cast(float, c)) for c in cuts)})
 
 
 def _ratio_batches(batches):
@@ -343,8 +351,8 @@ def fit_preprocessing_spark(train: DataFrame, method: QuantileMethod, quantile: 
     ratios = ratios.select(*[F.when(F.isnan(n), None).otherwise(F.col(n)).alias(n) for n in names])
     quantiles = [F.percentile(F.col(n), quantile) if method.exact
                  else F.percentile_approx(F.col(n), quantile, APPROX_QUANTILE_ACCURACY) for n in names]
-    row = ratios.agg(*[q.alias(f"q_{n}") for q, n in zip(quantiles, names, strict=True)],
-                     *[F.max(n).alias(f"max_{n}") for n in names]).first()
+    row = _one_row(ratios.agg(*[q.alias(f"q_{n}") for q, n in zip(quantiles, names, strict=True)],
+                              *[F.max(n).alias(f"max_{n}") for n in names]))
     defaults = Preprocessing()
     caps: dict[str, float] = {}
     for name in names:
@@ -461,9 +469,9 @@ def newton(objective: SparkObjective, theta: np.ndarray, tol: float, max_iter: i
     """
     K, p = theta.shape
     # Null direction of the objective (a constant added to every intercept): made definite, step unchanged.
-    u = np.zeros((K, p))
-    u[:, -1] = 1.0 / math.sqrt(K)
-    u = u.ravel()
+    u_kp = np.zeros((K, p))
+    u_kp[:, -1] = 1.0 / math.sqrt(K)
+    u = u_kp.ravel()
     loss, grad, H = objective(theta)
     n_iter = 0
     while float(np.abs(grad).max()) > tol and n_iter < max_iter:
@@ -709,7 +717,8 @@ def _executors(spark: SparkSession) -> int:
 
 def _collect_raw(df: DataFrame) -> RawVideos:
     """Rows of ``df`` on the driver, in key order (independent of partitioning)."""
-    pdf = df.select("_key", *RAW_SLOTS).toPandas().sort_values("_key", kind="stable")
+    pdf: Any = df.select("_key", *RAW_SLOTS).toPandas()
+    pdf = pdf.sort_values("_key", kind="stable")
     return RawVideos(**{name: pdf[name].to_numpy(dtype=np.float64) for name in RAW_SLOTS})
 
 
@@ -747,7 +756,7 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
                                  "train this file with --engine numpy, or drop the column")
     raw, key_col = validated_raw(records, source, config.seed, config.test_fraction)
     valid = F.col("_errMessage").isNull()
-    totals = raw.agg(F.sum(valid.cast("long")).alias("ok"), F.sum((~valid).cast("long")).alias("bad")).first()
+    totals = _one_row(raw.agg(F.sum(valid.cast("long")).alias("ok"), F.sum((~valid).cast("long")).alias("bad")))
     if totals["bad"]:
         raw.unpersist()
         raise first_error(raw, source, key_col)
