@@ -4,6 +4,7 @@
     python scripts/invoke.py predict events/predict-single.json
     python scripts/invoke.py predict events/model-info.json --local-s3 --seed-model
     python scripts/invoke.py retrain events/retrain-s3-put.json --local-s3
+    python scripts/invoke.py retrain events/retrain-sqs-message.json --local-s3   # S3 -> SQS -> Lambda
 
 The handler (``functions/<function>/app.py``) is loaded by path, exactly as
 Lambda would, and called with the event and a fake ``LambdaContext``. API
@@ -17,7 +18,8 @@ Without ``--local-s3`` the handler sees the AWS environment you have (with no
 ``--local-s3`` starts a moto S3 server on 127.0.0.1 (a free port), points the
 handler at it with fake credentials, creates the buckets (``MODEL_BUCKET``,
 default ``virality-models-local``, and those an S3 event names) and uploads
-the files an S3 event refers to from ``events/data/`` (by the key's basename).
+the files an S3 event refers to from ``events/data/`` (by the key's basename),
+also when the S3 notification is the body of an SQS message (the deployed trigger).
 ``--seed-model`` (predict) first runs the retrain function on
 ``events/data/sample videos.csv`` so a published model answers.
 """
@@ -28,6 +30,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import json
 import logging
@@ -182,6 +185,8 @@ def stage_event(client: Any, event: dict[str, Any]) -> dict[str, Any]:
         for record in s3_records(inner):
             stage_record(client, record)
         sqs_record["body"] = json.dumps(inner)
+        # SQS's MD5 of the body follows the rewritten body, as for a message S3 really sent.
+        sqs_record["md5OfBody"] = hashlib.md5(sqs_record["body"].encode("utf-8"), usedforsecurity=False).hexdigest()
     return event
 
 

@@ -97,3 +97,35 @@ def test_retrain_without_local_s3_or_credentials_says_what_is_missing() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no AWS credentials" in lines[0] and "--local-s3" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_retrain_sqs_message_with_local_s3_stages_the_object_named_in_its_body() -> None:
+    # The deployed trigger: S3 -> SQS -> Lambda. The S3 notification is the message body (a JSON string).
+    event = json.loads((ROOT / "events" / "retrain-sqs-message.json").read_text())
+    (message,) = event["Records"]
+    assert message["eventSource"] == "aws:sqs"
+    (record,) = json.loads(message["body"])["Records"]
+    assert record["eventSource"] == "aws:s3" and record["s3"]["object"]["key"] == "training-data/sample+videos.csv"
+    proc = run("retrain", "events/retrain-sqs-message.json", "--local-s3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    response = json.loads(proc.stdout)
+    assert response["batchItemFailures"] == []      # the partial batch response: nothing to retry
+    (result,) = response["results"]
+    assert result["status"] == "published" and result["promoted"] is True
+    assert result["sourceBucket"] == "virality-data-local"
+    assert result["sourceKey"] == "training-data/sample videos.csv"
+    assert result["sourceVersion"]                   # the staged object's version, written into the body
+    assert "uploaded events/data/sample videos.csv to s3://virality-data-local/training-data/sample videos.csv" \
+        in proc.stderr
+
+
+def test_retrain_poison_sqs_message_is_reported_not_crashed(tmp_path) -> None:
+    # A message whose body is not an S3 notification fails alone: Lambda reports the batch error.
+    event = json.loads((ROOT / "events" / "retrain-sqs-message.json").read_text())
+    event["Records"][0]["body"] = "Hello from SQS!"
+    path = tmp_path / "poison.json"
+    path.write_text(json.dumps(event))
+    proc = run("retrain", str(path), "--local-s3", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)
+    assert error["errorType"] == "BatchProcessingError" and "the body is not JSON" in error["errorMessage"]

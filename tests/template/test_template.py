@@ -2,7 +2,8 @@
 
 These read the SAM template as data (no AWS, no SAM CLI): handlers exist,
 environment variable names match the settings models, the retrain trigger
-cannot fire on the retrain function's own writes, predict cannot write, the
+(S3 -> SQS -> Lambda, partial batch responses) fires on training-data/ of the
+data bucket only and cannot fire on the retrain function's own writes, predict cannot write, the
 buckets are locked down, and the layer is built with precompiled bytecode.
 """
 
@@ -214,6 +215,21 @@ def _s3_events(props: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["Properties"] for e in props.get("Events", {}).values() if e["Type"] == "S3"]
 
 
+def _training_notifications(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """DataBucket's queue notifications (the retrain trigger: S3 -> RetrainQueue -> RetrainFunction)."""
+    return template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+
+
+def _sqs_events(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["Properties"] for e in props.get("Events", {}).values() if e["Type"] == "SQS"]
+
+
+def _queue_policy(template: dict[str, Any], queue: str) -> dict[str, Any]:
+    (policy,) = [p["Properties"] for p in _resources(template, "AWS::SQS::QueuePolicy").values()
+                 if p["Properties"]["Queues"] == [{"Ref": queue}]]
+    return policy["PolicyDocument"]
+
+
 def _prefix_filter(event: dict[str, Any]) -> str:
     rules = event["Filter"]["S3Key"]["Rules"]
     prefixes = [r["Value"] for r in rules if r["Name"].lower() == "prefix"]
@@ -223,23 +239,28 @@ def _prefix_filter(event: dict[str, Any]) -> str:
 
 def test_retrain_trigger_is_the_training_prefix_of_the_data_bucket(template):
     props = _fn_props(template, "RetrainFunction")
-    (event,) = _s3_events(props)
-    assert event["Bucket"] == {"Ref": "DataBucket"}
-    assert _as_list(event["Events"]) == ["s3:ObjectCreated:*"]
+    # The data bucket notifies the training queue of training-data/ only (not outcomes/, emr/ or models/) ...
+    (event,) = _training_notifications(template)
+    assert event["Queue"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    assert _as_list(event["Event"]) == ["s3:ObjectCreated:*"]
     prefix = _prefix_filter(event)
     assert prefix == "training-data/"
+    notification = template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]
+    assert set(notification) == {"QueueConfigurations"}, "no direct Lambda or SNS notification besides the queue"
     env = props["Environment"]["Variables"]
     assert RetrainSettings.from_env({"TRAINING_PREFIX": env["TRAINING_PREFIX"]}).training_prefix == prefix
-    assert not _s3_events(_fn_props(template, "PredictFunction"))
+    # ... and no function is triggered by S3 directly any more.
+    for name in _functions(template):
+        assert not _s3_events(_fn_props(template, name)), name
 
 
 def test_retrain_trigger_cannot_match_its_own_writes(template):
     props = _fn_props(template, "RetrainFunction")
-    (event,) = _s3_events(props)
+    (event,) = _training_notifications(template)
     trigger_prefix = _prefix_filter(event)
     env = props["Environment"]["Variables"]
     # Writes go to another bucket resource than the one that notifies ...
-    assert env["MODEL_BUCKET"] == {"Ref": "ModelBucket"} and event["Bucket"] == {"Ref": "DataBucket"}
+    assert env["MODEL_BUCKET"] == {"Ref": "ModelBucket"}
     assert "NotificationConfiguration" not in template["Resources"]["ModelBucket"]["Properties"]
     # ... and even in one bucket neither prefix would contain the other.
     model_prefix = RetrainSettings.from_env({"MODEL_PREFIX": env["MODEL_PREFIX"]}).model_prefix
@@ -257,6 +278,76 @@ def test_retrain_trigger_cannot_match_its_own_writes(template):
     assert props["RecursiveLoop"] == "Terminate"
 
 
+def test_retrain_is_triggered_by_the_training_queue_with_partial_batch_responses(template):
+    props = _fn_props(template, "RetrainFunction")
+    # The function's only trigger is the queue the data bucket notifies.
+    assert [e["Type"] for e in props["Events"].values()] == ["SQS"]
+    (event,) = _sqs_events(props)
+    assert event["Queue"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    assert _training_notifications(template)[0]["Queue"] == event["Queue"]
+    # Without ReportBatchItemFailures Lambda ignores the handler's batchItemFailures and deletes a failed message.
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # One upload per invocation: a timeout or out-of-memory cannot be reported per item.
+    assert event["BatchSize"] == 1
+    assert "MaximumBatchingWindowInSeconds" not in event and event.get("Enabled", True) is True
+
+
+def test_training_queue_redrives_to_the_alarmed_dead_letter_queue(template):
+    props = _fn_props(template, "RetrainFunction")
+    queue = template["Resources"]["RetrainQueue"]["Properties"]
+    # AWS: visibility timeout >= 6 x the function timeout (plus any batching window).
+    assert queue["VisibilityTimeout"] >= 6 * props["Timeout"]
+    assert queue["VisibilityTimeout"] <= 43200                 # the SQS maximum
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
+    assert 5 <= redrive["maxReceiveCount"] <= 10               # >= 5 for Lambda pollers, bounded retries
+    dlq = template["Resources"]["RetrainDeadLetterQueue"]["Properties"]
+    # A redriven message keeps its first enqueue time: the DLQ must keep messages longer than the source.
+    assert dlq["MessageRetentionPeriod"] > queue.get("MessageRetentionPeriod", 345600)
+    # Encrypted at rest, and not with aws/sqs (S3 cannot send to a queue under the AWS managed key).
+    assert queue.get("SqsManagedSseEnabled") is True and "KmsMasterKeyId" not in queue
+    # The dead-letter alarm and the async on-failure destination watch / use that same queue.
+    alarm = template["Resources"]["RetrainDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RetrainDeadLetterQueue",
+                                                                                   "QueueName"]}}]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 0
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"]
+    assert on_failure == redrive["deadLetterTargetArn"]
+
+
+def test_training_queue_policy_admits_only_the_data_bucket(template):
+    document = _queue_policy(template, "RetrainQueue")
+    allows = [st for st in document["Statement"] if st["Effect"] == "Allow"]
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert _as_list(allow["Action"]) == ["sqs:SendMessage"]
+    assert allow["Resource"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    condition = allow["Condition"]
+    # The data bucket's ARN from its name pattern (exactly DataBucket's BucketName), and this account.
+    assert _text(condition["ArnLike"]["aws:SourceArn"]) == (
+        "arn:${AWS::Partition}:s3:::" + _data_bucket_name_template(template))
+    assert condition["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    # No reference to DataBucket (it depends on this policy: S3 validates the destination on creation).
+    text = repr(document)
+    assert "{'Ref': 'DataBucket'}" not in text and "['DataBucket'" not in text and "${DataBucket" not in text
+    depends = _as_list(template["Resources"]["DataBucket"].get("DependsOn", []))
+    assert "RetrainQueuePolicy" in depends
+    denies = [st for st in document["Statement"] if st["Effect"] == "Deny"]
+    assert any(st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false" for st in denies)
+
+
+def test_retrain_can_poll_only_the_training_queue(template):
+    # SAM's SQS event attaches AWSLambdaSQSQueueExecutionRole (Resource "*"): a deny must narrow it.
+    statements = _statements(_fn_props(template, "RetrainFunction"))
+    (deny,) = [st for st in statements if st["Effect"] == "Deny"]
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} <= set(_as_list(deny["Action"]))
+    assert deny["NotResource"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]} and "Resource" not in deny
+    # Nothing else in the role may touch SQS but the dead-letter queue SAM grants for the destination.
+    for st in statements:
+        if st["Effect"] == "Allow":
+            assert not [a for a in _as_list(st["Action"]) if a.startswith("sqs:")], st
+
+
 # --------------------------------------------------------------------------
 # IAM
 # --------------------------------------------------------------------------
@@ -267,7 +358,8 @@ def test_no_wildcard_actions_or_resources(template, name):
     for st in _statements(props):
         for action in _as_list(st["Action"]):
             assert "*" not in action, f"{name}: wildcard action {action}"
-        for res in _as_list(st["Resource"]):
+        assert "NotResource" not in st or st["Effect"] == "Deny", f"{name}: Allow with NotResource"
+        for res in _as_list(st.get("Resource", st.get("NotResource"))):
             text = _text(res)
             assert text != "*" and not text.endswith(":::*"), f"{name}: wildcard resource {text}"
 
@@ -294,8 +386,10 @@ def test_predict_can_only_read_models(template):
 def test_retrain_permissions_are_scoped(template):
     props = _fn_props(template, "RetrainFunction")
     by_resource: dict[str, set[str]] = {}
-    for st in _statements(props):
-        assert st["Effect"] == "Allow"
+    allows = [st for st in _statements(props) if st["Effect"] == "Allow"]
+    denies = [st for st in _statements(props) if st["Effect"] != "Allow"]
+    assert [st["Sid"] for st in denies] == ["PollOnlyTheTrainingQueue"]
+    for st in allows:
         for res in _as_list(st["Resource"]):
             by_resource.setdefault(_text(res), set()).update(_as_list(st["Action"]))
         if "s3:ListBucket" in _as_list(st["Action"]):
@@ -333,7 +427,13 @@ def test_retrain_limits_and_failure_destination(template):
     props = _fn_props(template, "RetrainFunction")
     assert props["Timeout"] == 900
     assert int(_resolve(template, props["MemorySize"])) >= 3008     # a literal or the RetrainMemorySize default
-    assert "ReservedConcurrentExecutions" in props
+    # Concurrency is capped by the SQS event source, not by a reservation (which would throttle the poller
+    # and push messages towards the dead-letter queue).
+    assert "ReservedConcurrentExecutions" not in props
+    (event,) = _sqs_events(props)
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "RetrainMaxConcurrency"}
+    param = template["Parameters"]["RetrainMaxConcurrency"]
+    assert 2 <= param["MinValue"] <= param["Default"] <= param["MaxValue"] <= 1000     # SQS accepts 2..1000
     on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure["Type"] == "SQS"
     queue = on_failure["Destination"]["Fn::GetAtt"][0]
@@ -383,7 +483,7 @@ def test_data_bucket_name_is_computed_not_referenced(template):
     retrain_res = [
         _text(r)
         for st in _statements(_fn_props(template, "RetrainFunction"))
-        for r in _as_list(st["Resource"])
+        for r in _as_list(st.get("Resource", st.get("NotResource")))
     ]
     assert not [r for r in retrain_res if "DataBucket" in r]
 

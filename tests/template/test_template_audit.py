@@ -20,6 +20,7 @@ from tests.template.test_template import (
     _resources,
     _s3_events,
     _text,
+    _training_notifications,
 )
 from virality.config import OUTCOMES_PREFIX, AuditSettings
 
@@ -104,7 +105,7 @@ def test_audit_iam_is_least_privilege(template):
 
 
 def test_outcome_uploads_cannot_match_the_retrain_trigger(template):
-    (event,) = _s3_events(_fn_props(template, "RetrainFunction"))
+    (event,) = _training_notifications(template)
     prefix = _prefix_filter(event)
     assert not OUTCOMES_PREFIX.startswith(prefix) and not prefix.startswith(OUTCOMES_PREFIX)
 
