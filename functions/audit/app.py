@@ -12,7 +12,6 @@ window and writes no second report).
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,26 +22,15 @@ from virality.audit import AuditConfig, AuditSummary, run_audit
 from virality.config import AuditSettings
 from virality.errors import ConfigurationError
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.registry import AuditStore, default_client_factory
+from virality.registry import AuditStore, LazyClient
 
-_client: Any = None
-_client_lock = threading.Lock()
-
-
-def s3_client() -> Any:
-    """One S3 client per container, created on first use (thread-safe)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = default_client_factory()
-    return _client
+#: One S3 client per container, created on first use.
+s3_client = LazyClient()
 
 
 def reset() -> None:
     """Drop the cached client (tests start a fresh moto backend)."""
-    global _client
-    _client = None
+    s3_client.reset()
 
 
 def event_time(event: dict[str, Any] | None) -> datetime:

@@ -18,7 +18,6 @@ while the other messages of the batch succeed.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 from urllib.parse import unquote_plus
@@ -38,13 +37,13 @@ from virality.errors import (
     ViralityError,
 )
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.registry import ModelRegistry, default_client_factory, read_source
+from virality.registry import LazyClient, ModelRegistry, read_source
 from virality.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
 from virality.sparkjob import SparkSettings, route_upload
 from virality.training import TrainingConfig
 
-_client: Any = None
-_client_lock = threading.Lock()
+#: One S3 client per container, created on first use.
+s3_client = LazyClient()
 
 #: Errors that retrying the same object cannot fix: reported, not raised.
 _DATA_ERRORS = (DataValidationError, TrainingDataTooLargeError, TrainingSourceNotFoundError)
@@ -54,20 +53,9 @@ class RetrainFailedError(ViralityError):
     """At least one record failed for a reason a retry may fix (raised after all records ran)."""
 
 
-def s3_client() -> Any:
-    """One S3 client per container, created on first use (thread-safe)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = default_client_factory()
-    return _client
-
-
 def reset() -> None:
     """Drop the cached client (tests start a fresh moto backend)."""
-    global _client
-    _client = None
+    s3_client.reset()
 
 
 class PoisonMessageError(ViralityError):

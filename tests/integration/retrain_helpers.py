@@ -244,7 +244,7 @@ def install_proxy(monkeypatch: Any, retrain_app: Any, **kwargs: Any) -> S3Proxy:
     import boto3
 
     proxy = S3Proxy(boto3.client("s3", region_name="us-east-1"), **kwargs)
-    monkeypatch.setattr(retrain_app, "_client", proxy)
+    monkeypatch.setattr(retrain_app.s3_client, "_client", proxy)
     return proxy
 
 

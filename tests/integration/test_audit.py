@@ -415,7 +415,7 @@ def test_a_retry_after_a_failed_write_finishes_the_same_recalibration(s3, audit_
     upload(s3, "outcomes/a.csv", sample_csv(1000, 2))
     event = scheduled()
     proxy = _FailingPuts(boto3.client("s3", region_name="us-east-1"), lambda key: fails_on in key)
-    monkeypatch.setattr(audit_app, "_client", proxy)
+    monkeypatch.setattr(audit_app.s3_client, "_client", proxy)
     with pytest.raises(Exception, match="Could not connect"):
         audit_app.lambda_handler(copy.deepcopy(event), lambda_context)
     assert proxy.left == 0

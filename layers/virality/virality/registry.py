@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,28 @@ def default_client_factory() -> Any:
     import botocore.session
 
     return botocore.session.get_session().create_client("s3")
+
+
+class LazyClient:
+    """One S3 client per container, created on first call (thread-safe), shared by a handler's records.
+
+    Call it for the client; :meth:`reset` drops it (tests start a fresh moto backend).
+    """
+
+    def __init__(self, factory: ClientFactory | None = None) -> None:
+        self._factory = factory or default_client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return self._client
+
+    def reset(self) -> None:
+        self._client = None
 
 
 class ModelRegistry:
