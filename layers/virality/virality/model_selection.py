@@ -149,9 +149,9 @@ class _Data:
 def _probabilities(theta: np.ndarray, XaT: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(P, Z, log_norm)``: class-major probabilities (K, n), shifted logits, log of the softmax normaliser."""
     Z = theta @ XaT
-    Z -= np.maximum.reduce(Z, axis=0)
+    Z -= Z.max(axis=0)
     P = np.exp(Z)
-    norm = np.add.reduce(P, axis=0)
+    norm = P.sum(axis=0)
     P /= norm
     return P, Z, np.log(norm)
 

@@ -139,7 +139,7 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str | None, cap_ratio: fl
     present = counts > 0
     weights = np.zeros(n_classes)
     weights[present] = y.shape[0] / (present.sum() * counts[present])
-    weights[present] = np.minimum(weights[present], cap_ratio * weights[present].min())
+    weights[present] = np.minimum(weights[present], cap_ratio * np.min(weights[present]))
     return weights
 
 

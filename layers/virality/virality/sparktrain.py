@@ -504,7 +504,7 @@ def _balanced_weights(counts: np.ndarray, cap_ratio: float = 3.0) -> np.ndarray:
     present = counts > 0
     weights = np.zeros(counts.shape[0])
     weights[present] = counts.sum() / (present.sum() * counts[present])
-    weights[present] = np.minimum(weights[present], cap_ratio * weights[present].min())
+    weights[present] = np.minimum(weights[present], cap_ratio * np.min(weights[present]))
     return weights
 
 
@@ -612,7 +612,7 @@ def fit_blocks(blocks: Any, counts: np.ndarray, *, l2: float, class_weight: str 
     intercept[present] = theta[:, -1]
     if present.size < NUM_CLASSES:
         absent = np.setdiff1d(np.arange(NUM_CLASSES), present)
-        intercept[absent] = (theta[:, -1].min() - ABSENT_CLASS_LOGIT_GAP
+        intercept[absent] = (np.min(theta[:, -1]) - ABSENT_CLASS_LOGIT_GAP
                              - float(np.abs(theta[:, :-1]).sum(axis=1).max()))
     return SparkFit(coef, intercept, n_iter, loss, grad_norm, grad_norm <= tol, objective.passes, warm_rows)
 
