@@ -230,7 +230,8 @@ class _Progress:
         self._end_line()
 
 
-def _l2_value(text: str) -> float | str:
+def l2_value(text: str) -> float | str:
+    """``--l2``: a number, or ``auto`` (cross-validated); the CLI and the Spark entry point share it."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="ml-weights.json")
     p.add_argument("--optimizer", choices=("newton", "gd"), default="newton",
                    help="newton (default) reaches the optimum; gd reproduces the original 200 epochs")
-    p.add_argument("--l2", type=_l2_value, default="auto", metavar="{auto,NUMBER}",
+    p.add_argument("--l2", type=l2_value, default="auto", metavar="{auto,NUMBER}",
                    help="L2 strength lambda; auto (default) picks it by stratified k-fold cross-validation "
                         "on the training split (newton; gd uses the original's 0.001)")
     p.add_argument("--calibration", choices=("temperature", "none"),

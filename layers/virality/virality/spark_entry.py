@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 # Absolute imports: EMR runs this file as a script, with the library zip on the path.
+from virality.cli import l2_value
 from virality.config import RetrainSettings
 from virality.errors import DataValidationError, ViralityError
 from virality.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
@@ -145,15 +146,6 @@ def _sha(source_id: str) -> str:
     return hashlib.sha256(source_id.encode()).hexdigest()
 
 
-def _l2_value(text: str) -> float | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
-
-
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """The entry point's options; training defaults are the retrain Lambda's (TRAIN_L2, TRAIN_CALIBRATION, ...)."""
     # Same settings model and environment names as the retrain function: one default for both engines.
@@ -165,7 +157,7 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="default: from the name")
     p.add_argument("--model-bucket", default=os.environ.get("MODEL_BUCKET"), required="MODEL_BUCKET" not in os.environ)
     p.add_argument("--model-prefix", default=os.environ.get("MODEL_PREFIX", "models/"))
-    p.add_argument("--l2", type=_l2_value, default=lam.train_l2, metavar="{auto,NUMBER}",
+    p.add_argument("--l2", type=l2_value, default=lam.train_l2, metavar="{auto,NUMBER}",
                    help="lambda, or auto: cross-validated on a driver sample (default: TRAIN_L2, else auto)")
     p.add_argument("--calibration", choices=("temperature", "none"), default=lam.train_calibration,
                    help="default: TRAIN_CALIBRATION, else temperature")
