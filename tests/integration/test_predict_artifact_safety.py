@@ -147,16 +147,16 @@ def test_refresh_never_swaps_in_a_poisoned_artifact(
 def test_any_exception_while_loading_falls_back(
         error: BaseException, monkeypatch: pytest.MonkeyPatch, s3_recorder: Any, store: Any, model_env: Any,
         invoke: Any, predict_app: Any, clock: Any, caplog: pytest.LogCaptureFixture) -> None:
-    import virality.store.s3
+    import virality.store.base
 
     # Given the loader itself raises something no one planned for (not a library or botocore error)
     store.promote(V1)
-    real = virality.store.s3.load_artifact
+    real = virality.store.base.load_artifact
 
     def exploding(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(virality.store.s3, "load_artifact", exploding)
+    monkeypatch.setattr(virality.store.base, "load_artifact", exploding)
     model_env()
     start(predict_app, clock)
     with caplog.at_level(logging.WARNING, logger="virality"):
@@ -172,7 +172,7 @@ def test_any_exception_while_loading_falls_back(
     every_route_answers(invoke, "bundled-")
     assert s3_recorder.take() == ["HeadObject"]
     # once the fault is gone and a new version is promoted, the container recovers
-    monkeypatch.setattr(virality.store.s3, "load_artifact", real)
+    monkeypatch.setattr(virality.store.base, "load_artifact", real)
     store.promote(V2)
     clock.advance(FALLBACK_RETRY_SECONDS)
     every_route_answers(invoke, V2)

@@ -82,7 +82,8 @@ from virality.ml.features import RawVideos
 from virality.ml.metrics import EvaluationReport, evaluate, population_stability_index
 from virality.ml.model import ViralityModel
 from virality.ml.tiering import assign_tiers
-from virality.store.s3 import AuditStore, read_source
+from virality.store.base import AuditModelStore
+from virality.store.s3 import read_source
 
 REPORT_SCHEMA = "virality-audit/1"
 #: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
@@ -439,7 +440,7 @@ def read_window(client: Any, config: AuditConfig, now: datetime) -> tuple[list[O
     return parsed, read, skipped, hashlib.sha256(window_id.encode()).hexdigest()
 
 
-def _load_previous(store: AuditStore, version: str | None) -> tuple[ViralityModel, str, str] | None:
+def _load_previous(store: AuditModelStore, version: str | None) -> tuple[ViralityModel, str, str] | None:
     if not version:
         return None
     try:
@@ -450,13 +451,13 @@ def _load_previous(store: AuditStore, version: str | None) -> tuple[ViralityMode
         return None
 
 
-def run_audit(store: AuditStore, client: Any, config: AuditConfig,
+def run_audit(store: AuditModelStore, client: Any, config: AuditConfig,
               now: datetime | None = None) -> tuple[AuditSummary, dict[str, Any] | None]:
     """Audit the promoted model on the outcome window ending at ``now`` and write the report once.
 
     Parameters
     ----------
-    store : AuditStore
+    store : AuditModelStore
         The model registry (pointer, versions, reports).
     client : boto3 S3 client for the data bucket.
     now : the end of the window (the scheduled event's time; default: now).
@@ -540,7 +541,7 @@ def _check_split(model: ViralityModel, outcomes: Sequence[Outcomes]) -> tuple[np
     return X, tiers, fit_idx, Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
 
 
-def finish_pending_recalibration(store: AuditStore, outcomes: Sequence[Outcomes], window: str,
+def finish_pending_recalibration(store: AuditModelStore, outcomes: Sequence[Outcomes], window: str,
                                  config: AuditConfig) -> str | None:
     """Finish a recalibration of this window that an earlier run published but did not see through.
 
@@ -565,7 +566,7 @@ def finish_pending_recalibration(store: AuditStore, outcomes: Sequence[Outcomes]
     return version
 
 
-def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: np.ndarray,
+def recalibrate(store: AuditModelStore, model: ViralityModel, X: np.ndarray, tiers: np.ndarray,
                 raw: RawVideos | None, config: AuditConfig, *, window: str,
                 objects: list[dict[str, Any]]) -> dict[str, Any]:
     """Fit ``T`` on one half of the outcome rows, check it on the other, publish ``W/T`` if log-loss improves.

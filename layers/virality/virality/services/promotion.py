@@ -56,7 +56,7 @@ from virality.ml.features import RawVideos
 from virality.ml.metrics import EvaluationReport
 from virality.ml.model import ViralityModel
 from virality.services.training import evaluate_on, format_report
-from virality.store.s3 import ModelRegistry, Pointer
+from virality.store.base import ModelStore, Pointer
 
 FORCE_PROMOTE_METADATA = "force-promote"
 MAX_POINTER_ATTEMPTS = 25
@@ -244,7 +244,7 @@ def holdout_from_doc(doc: dict[str, Any], source: str) -> Split:
 # --------------------------------------------------------------------------- the protocol
 
 
-def release(registry: ModelRegistry, candidate: Candidate, policy: PromotionPolicy, *,
+def release(registry: ModelStore, candidate: Candidate, policy: PromotionPolicy, *,
             force: bool = False) -> ReleaseOutcome:
     """Publish ``candidate``, gate it, record the decision, move the pointer (module docstring).
 
@@ -279,7 +279,7 @@ def _outcome(final: dict[str, Any], *, finished_before: bool) -> ReleaseOutcome:
                           metrics=dict(final.get("metrics") or {}), finished_before=finished_before)
 
 
-def _publish(registry: ModelRegistry, candidate: Candidate) -> tuple[ModelArtifact, str, str]:
+def _publish(registry: ModelStore, candidate: Candidate) -> tuple[ModelArtifact, str, str]:
     artifact = candidate.artifact
     version = artifact.modelVersion
     # The holdout goes before the weights: a visible version always has its reference holdout.
@@ -293,14 +293,14 @@ def _publish(registry: ModelRegistry, candidate: Candidate) -> tuple[ModelArtifa
     return artifact, key, sha256
 
 
-def _latest_decision(registry: ModelRegistry, version: str) -> dict[str, Any] | None:
+def _latest_decision(registry: ModelStore, version: str) -> dict[str, Any] | None:
     latest, n = None, 0
     while (doc := registry.get_json(registry.decision_key(version, n))) is not None:
         latest, n = doc, n + 1
     return latest
 
 
-def _decide_and_apply(registry: ModelRegistry, artifact: ModelArtifact, key: str, sha256: str, test: Split,
+def _decide_and_apply(registry: ModelStore, artifact: ModelArtifact, key: str, sha256: str, test: Split,
                       report: EvaluationReport, policy: PromotionPolicy, force: bool) -> dict[str, Any]:
     version = artifact.modelVersion
     doc = _latest_decision(registry, version)
@@ -335,7 +335,7 @@ def _decide_and_apply(registry: ModelRegistry, artifact: ModelArtifact, key: str
     raise PointerConflictError(f"could not move the pointer after {MAX_POINTER_ATTEMPTS} attempts")
 
 
-def _evaluate_champion(registry: ModelRegistry, current: Pointer, artifact: ModelArtifact,
+def _evaluate_champion(registry: ModelStore, current: Pointer, artifact: ModelArtifact,
                        test: Split) -> tuple[EvaluationReport, ReferenceCheck | None] | None:
     try:
         champion_artifact, _ = registry.load_key(current.key, current.sha256)
@@ -353,7 +353,7 @@ def _evaluate_champion(registry: ModelRegistry, current: Pointer, artifact: Mode
     return evaluate_on(champion, test), reference
 
 
-def _apply(registry: ModelRegistry, artifact: ModelArtifact, key: str, sha256: str, report: EvaluationReport,
+def _apply(registry: ModelStore, artifact: ModelArtifact, key: str, sha256: str, report: EvaluationReport,
            doc: dict[str, Any], *, resumed: bool) -> bool:
     """Carry out decision ``doc``; False when it was superseded (the pointer moved, not by it)."""
     if not doc["promote"]:

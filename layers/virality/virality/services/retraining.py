@@ -51,7 +51,8 @@ from virality.services.promotion import (
     release,
 )
 from virality.services.training import TrainingConfig, train_model
-from virality.store.s3 import ModelRegistry, SourceObject
+from virality.store.base import ModelStore
+from virality.store.s3 import SourceObject
 
 __all__ = ["FORCE_PROMOTE_METADATA", "MAX_POINTER_ATTEMPTS", "PromotionPolicy", "RetrainSummary", "gate",
            "headline", "retrain", "wall_clock"]
@@ -103,7 +104,7 @@ class Lease:
     final: dict[str, Any] | None = None
 
 
-def acquire_lease(registry: ModelRegistry, source_id: str, deadline: float | None) -> Lease:
+def acquire_lease(registry: ModelStore, source_id: str, deadline: float | None) -> Lease:
     """Claim ``source_id``, take over an ended lease, or wait for the holder (module docstring).
 
     Raises
@@ -141,7 +142,7 @@ def acquire_lease(registry: ModelRegistry, source_id: str, deadline: float | Non
         delay = min(delay * 2, POLL_MAX_SECONDS)
 
 
-def release_lease(registry: ModelRegistry, source_id: str, lease: Lease, error: BaseException) -> None:
+def release_lease(registry: ModelStore, source_id: str, lease: Lease, error: BaseException) -> None:
     """Best effort: tell the next delivery it may take over now (else it waits for the lease to end)."""
     with contextlib.suppress(Exception):
         registry.put_json_once(registry.release_key(source_id, lease.number),
@@ -149,7 +150,7 @@ def release_lease(registry: ModelRegistry, source_id: str, lease: Lease, error: 
                                 "errorType": type(error).__name__})
 
 
-def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfig, policy: PromotionPolicy,
+def retrain(registry: ModelStore, source: SourceObject, config: TrainingConfig, policy: PromotionPolicy,
             *, deadline: float | None = None) -> RetrainSummary:
     """Validate, train, publish and (gate permitting) promote one uploaded file.
 
@@ -198,7 +199,7 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
     return _published(outcome, rows, started, base)
 
 
-def _duplicate(registry: ModelRegistry, version: str, final: dict[str, Any], rows: dict[str, int],
+def _duplicate(registry: ModelStore, version: str, final: dict[str, Any], rows: dict[str, int],
                started: float, base: dict[str, Any]) -> RetrainSummary:
     return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
                           promoted=bool(final.get("promoted")),

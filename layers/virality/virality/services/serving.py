@@ -38,6 +38,7 @@ from virality.errors import ArtifactValidationError, ModelNotFoundError, Pointer
 from virality.ml.features import N_FEATURES
 from virality.ml.model import ViralityModel
 from virality.observability import logger
+from virality.store.base import ModelStore
 from virality.store.s3 import ModelRegistry, storage_errors
 
 ModelSource = Literal["published", "pinned", "bundled"]
@@ -108,13 +109,13 @@ class ModelProvider:
     Parameters
     ----------
     settings : PredictSettings
-    registry : ModelRegistry or None
-        None when no bucket is configured (always the bundled model).
+    registry : ModelStore or None
+        The model store (S3 in the function, in memory in unit tests); None when no bucket is configured (always the bundled model).
     clock : callable
         Monotonic seconds; injectable for tests.
     """
 
-    def __init__(self, settings: PredictSettings, registry: ModelRegistry | None,
+    def __init__(self, settings: PredictSettings, registry: ModelStore | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.registry = registry
