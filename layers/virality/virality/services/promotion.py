@@ -5,6 +5,10 @@ recalibration audit, the Spark entry point) hands :func:`release` a trained
 artifact and the split it was tested on. The protocol, all in the model
 store (:mod:`virality.store.s3`):
 
+The steps, one function each, over a :class:`PublishedVersion`:
+:func:`publish` -> :func:`gate_and_move_pointer` (gate, record the decision,
+move the pointer) -> :func:`record_outcome`.
+
 1. **Publish** write-once: report, then the reference holdout (the
    candidate's test split, at most ``HOLDOUT_MAX_ROWS`` rows), then the
    weights last (a version is visible only once it is complete). Weights
@@ -244,6 +248,40 @@ def holdout_from_doc(doc: dict[str, Any], source: str) -> Split:
 # --------------------------------------------------------------------------- the protocol
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedVersion:
+    """A release once its version is published and evaluated: what the gate and the records need.
+
+    Attributes
+    ----------
+    store : ModelStore
+    policy : PromotionPolicy
+    force : bool
+        Promote whatever the gate says (``force-promote`` object metadata).
+    artifact : ModelArtifact
+        The published one: an earlier attempt's bytes when it had published the version.
+    key, sha256 : str
+        Its weights key and the sha256 of their bytes.
+    test : Split
+        The candidate's test split (the gate's data).
+    report : EvaluationReport
+        ``artifact`` on ``test``.
+    """
+
+    store: ModelStore
+    policy: PromotionPolicy
+    force: bool
+    artifact: ModelArtifact
+    key: str
+    sha256: str
+    test: Split
+    report: EvaluationReport
+
+    @property
+    def version(self) -> str:
+        return self.artifact.modelVersion
+
+
 def release(registry: ModelStore, candidate: Candidate, policy: PromotionPolicy, *,
             force: bool = False) -> ReleaseOutcome:
     """Publish ``candidate``, gate it, record the decision, move the pointer (module docstring).
@@ -258,28 +296,17 @@ def release(registry: ModelStore, candidate: Candidate, policy: PromotionPolicy,
     botocore ClientError
         A genuine S3 failure; nothing is half-written and a retry finishes.
     """
-    version = candidate.artifact.modelVersion
-    final = registry.read_promotion(version)
+    final = registry.read_promotion(candidate.artifact.modelVersion)
     if final is not None:
         return _outcome(final, finished_before=True)
-    artifact, key, sha256 = _publish(registry, candidate)
-    report = evaluate_on(ViralityModel(artifact), candidate.test)
-    doc = _decide_and_apply(registry, artifact, key, sha256, candidate.test, report, policy, force)
-    final = registry.record_promotion(version, {
-        "version": version, "key": key, "sha256": sha256, "promoted": bool(doc["promote"]),
-        "reason": doc["reason"], "previous": doc.get("previous"), "decision": doc["attempt"],
-        "metrics": headline(report), "decidedAt": doc["decidedAt"], "finishedAt": utc_now_iso()})
-    return _outcome(final, finished_before=False)
+    published = publish(registry, candidate, policy, force=force)
+    decision = gate_and_move_pointer(published)
+    return _outcome(record_outcome(published, decision), finished_before=False)
 
 
-def _outcome(final: dict[str, Any], *, finished_before: bool) -> ReleaseOutcome:
-    return ReleaseOutcome(version=str(final["version"]), key=str(final["key"]), sha256=str(final["sha256"]),
-                          promoted=bool(final["promoted"]), reason=str(final["reason"]),
-                          previous=final.get("previous"), decision=final.get("decision"),
-                          metrics=dict(final.get("metrics") or {}), finished_before=finished_before)
-
-
-def _publish(registry: ModelStore, candidate: Candidate) -> tuple[ModelArtifact, str, str]:
+def publish(registry: ModelStore, candidate: Candidate, policy: PromotionPolicy, *,
+            force: bool = False) -> PublishedVersion:
+    """Step 1: write the version once (holdout, report, weights last) and evaluate what was published."""
     artifact = candidate.artifact
     version = artifact.modelVersion
     # The holdout goes before the weights: a visible version always has its reference holdout.
@@ -290,44 +317,24 @@ def _publish(registry: ModelStore, candidate: Candidate) -> tuple[ModelArtifact,
         # An earlier attempt at this version published it: those bytes are the version.
         key = registry.weights_key(version)
         artifact, sha256 = registry.load_key(key)
-    return artifact, key, sha256
+    report = evaluate_on(ViralityModel(artifact), candidate.test)
+    return PublishedVersion(registry, policy, force, artifact, key, sha256, candidate.test, report)
 
 
-def _latest_decision(registry: ModelStore, version: str) -> dict[str, Any] | None:
-    latest, n = None, 0
-    while (doc := registry.get_json(registry.decision_key(version, n))) is not None:
-        latest, n = doc, n + 1
-    return latest
+def gate_and_move_pointer(published: PublishedVersion) -> dict[str, Any]:
+    """Steps 2-4: gate against the champion, record the decision, move the pointer; returns the decision applied.
 
-
-def _decide_and_apply(registry: ModelStore, artifact: ModelArtifact, key: str, sha256: str, test: Split,
-                      report: EvaluationReport, policy: PromotionPolicy, force: bool) -> dict[str, Any]:
-    version = artifact.modelVersion
-    doc = _latest_decision(registry, version)
-    if doc is not None and _apply(registry, artifact, key, sha256, report, doc, resumed=True):
+    A recorded decision is finished first; a new one is taken only when it was
+    superseded (the pointer moved, not by it), against the new champion.
+    """
+    doc = _latest_decision(published)
+    if doc is not None and _apply(published, doc, resumed=True):
         return doc
     attempt = 0 if doc is None else int(doc["attempt"]) + 1
     champions: dict[str, tuple[EvaluationReport, ReferenceCheck | None] | None] = {}
     for tries in range(MAX_POINTER_ATTEMPTS):
-        state = registry.read_pointer_lenient()
-        etag = None if state is None else state.etag
-        current = None if state is None else state.pointer
-        if current is not None and current.version == version:
-            # Pointed here by other means (a manual rollback) without a decision of ours: never gate against itself.
-            decided = (False, "already the current model (pointed to without a gate decision); not re-gated")
-        else:
-            current_version = None if current is None else current.version
-            if current is not None and current.version not in champions:
-                champions[current.version] = _evaluate_champion(registry, current, artifact, test)
-            found = champions.get(current_version) if current_version else None
-            decided = gate(report, None if found is None else found[0], policy, force=force,
-                           current_version=current_version, reference=None if found is None else found[1])
-        doc = {"version": version, "attempt": attempt, "promote": decided[0], "reason": decided[1],
-               "previous": None if current is None or current.version == version else current.version,
-               "previousEtag": etag, "force": force, "decidedAt": utc_now_iso(), "metrics": headline(report)}
-        if not registry.put_json_once(registry.decision_key(version, attempt), doc):
-            doc = registry.get_json(registry.decision_key(version, attempt)) or doc   # the first writer's stands
-        if _apply(registry, artifact, key, sha256, report, doc, resumed=False):
+        doc = _record_decision(published, _decide(published, attempt, champions))
+        if _apply(published, doc, resumed=False):
             return doc
         attempt += 1
         # The pointer moved between our read and write: back off (jittered), then decide against the new champion.
@@ -335,42 +342,98 @@ def _decide_and_apply(registry: ModelStore, artifact: ModelArtifact, key: str, s
     raise PointerConflictError(f"could not move the pointer after {MAX_POINTER_ATTEMPTS} attempts")
 
 
-def _evaluate_champion(registry: ModelStore, current: Pointer, artifact: ModelArtifact,
-                       test: Split) -> tuple[EvaluationReport, ReferenceCheck | None] | None:
+def record_outcome(published: PublishedVersion, decision: dict[str, Any]) -> dict[str, Any]:
+    """Step 5: the version's final outcome, written once (an earlier writer's stands)."""
+    return published.store.record_promotion(published.version, {
+        "version": published.version, "key": published.key, "sha256": published.sha256,
+        "promoted": bool(decision["promote"]), "reason": decision["reason"], "previous": decision.get("previous"),
+        "decision": decision["attempt"], "metrics": headline(published.report), "decidedAt": decision["decidedAt"],
+        "finishedAt": utc_now_iso()})
+
+
+def _outcome(final: dict[str, Any], *, finished_before: bool) -> ReleaseOutcome:
+    return ReleaseOutcome(version=str(final["version"]), key=str(final["key"]), sha256=str(final["sha256"]),
+                          promoted=bool(final["promoted"]), reason=str(final["reason"]),
+                          previous=final.get("previous"), decision=final.get("decision"),
+                          metrics=dict(final.get("metrics") or {}), finished_before=finished_before)
+
+
+def _latest_decision(published: PublishedVersion) -> dict[str, Any] | None:
+    store = published.store
+    latest, n = None, 0
+    while (doc := store.get_json(store.decision_key(published.version, n))) is not None:
+        latest, n = doc, n + 1
+    return latest
+
+
+def _decide(published: PublishedVersion, attempt: int,
+            champions: dict[str, tuple[EvaluationReport, ReferenceCheck | None] | None]) -> dict[str, Any]:
+    """Decision ``attempt``: gate against the champion the pointer names now (``champions`` caches their scores)."""
+    version = published.version
+    state = published.store.read_pointer_lenient()
+    etag = None if state is None else state.etag
+    current = None if state is None else state.pointer
+    if current is not None and current.version == version:
+        # Pointed here by other means (a manual rollback) without a decision of ours: never gate against itself.
+        decided = (False, "already the current model (pointed to without a gate decision); not re-gated")
+    else:
+        current_version = None if current is None else current.version
+        if current is not None and current.version not in champions:
+            champions[current.version] = _evaluate_champion(published, current)
+        found = champions.get(current_version) if current_version else None
+        decided = gate(published.report, None if found is None else found[0], published.policy, force=published.force,
+                       current_version=current_version, reference=None if found is None else found[1])
+    return {"version": version, "attempt": attempt, "promote": decided[0], "reason": decided[1],
+            "previous": None if current is None or current.version == version else current.version,
+            "previousEtag": etag, "force": published.force, "decidedAt": utc_now_iso(),
+            "metrics": headline(published.report)}
+
+
+def _record_decision(published: PublishedVersion, doc: dict[str, Any]) -> dict[str, Any]:
+    """Write decision ``doc`` once; the decision that stands (the first writer's)."""
+    key = published.store.decision_key(published.version, int(doc["attempt"]))
+    if not published.store.put_json_once(key, doc):
+        doc = published.store.get_json(key) or doc
+    return doc
+
+
+def _evaluate_champion(published: PublishedVersion,
+                       current: Pointer) -> tuple[EvaluationReport, ReferenceCheck | None] | None:
+    store = published.store
     try:
-        champion_artifact, _ = registry.load_key(current.key, current.sha256)
+        champion_artifact, _ = store.load_key(current.key, current.sha256)
     except (ArtifactValidationError, ModelNotFoundError):
         return None          # a broken current model never blocks a good one
     champion = ViralityModel(champion_artifact)
     reference = None
     try:
-        stored = registry.get_json(registry.holdout_key(current.version))
+        stored = store.get_json(store.holdout_key(current.version))
         if stored is not None:
-            holdout = holdout_from_doc(stored, registry.holdout_key(current.version))
-            reference = reference_check(ViralityModel(artifact), champion, holdout)
+            holdout = holdout_from_doc(stored, store.holdout_key(current.version))
+            reference = reference_check(ViralityModel(published.artifact), champion, holdout)
     except ArtifactValidationError:
         reference = None     # a damaged holdout weakens the gate to the upload's split; logged by the caller
-    return evaluate_on(champion, test), reference
+    return evaluate_on(champion, published.test), reference
 
 
-def _apply(registry: ModelStore, artifact: ModelArtifact, key: str, sha256: str, report: EvaluationReport,
-           doc: dict[str, Any], *, resumed: bool) -> bool:
+def _apply(published: PublishedVersion, doc: dict[str, Any], *, resumed: bool) -> bool:
     """Carry out decision ``doc``; False when it was superseded (the pointer moved, not by it)."""
     if not doc["promote"]:
         return True
-    version = artifact.modelVersion
-    state = registry.read_pointer_lenient()
+    store, version = published.store, published.version
+    state = store.read_pointer_lenient()
     if state is not None and state.pointer is not None and state.pointer.version == version:
         return True                                    # moved already (by an earlier attempt of this decision)
     if (None if state is None else state.etag) == doc.get("previousEtag"):
-        pointer = Pointer(version=version, key=key, sha256=sha256, trainedAt=artifact.trainedAt,
-                          promotedAt=utc_now_iso(), metrics=headline(report), previous=doc.get("previous"),
-                          reason=doc["reason"], decision=int(doc["attempt"]))
+        pointer = Pointer(version=version, key=published.key, sha256=published.sha256,
+                          trainedAt=published.artifact.trainedAt, promotedAt=utc_now_iso(),
+                          metrics=headline(published.report), previous=doc.get("previous"), reason=doc["reason"],
+                          decision=int(doc["attempt"]))
         try:
-            registry.write_pointer(pointer, doc.get("previousEtag"))
+            store.write_pointer(pointer, doc.get("previousEtag"))
             return True
         except PointerConflictError:
-            state = registry.read_pointer_lenient()
+            state = store.read_pointer_lenient()
             if state is not None and state.pointer is not None and state.pointer.version == version:
                 return True
             if not resumed:
@@ -379,5 +442,5 @@ def _apply(registry: ModelStore, artifact: ModelArtifact, key: str, sha256: str,
         # Moved on since the decision: did an earlier attempt apply it (response lost, or the final
         # record failed) before somebody else replaced it? Then it is done; re-gating would roll back.
         return any(p.version == version and p.decision == doc["attempt"]
-                   for p in registry.pointer_history(since=doc["decidedAt"]))
+                   for p in store.pointer_history(since=doc["decidedAt"]))
     return False

@@ -37,8 +37,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from virality.artifact import new_version_id, utc_now_iso
-from virality.data.datasets import load_training_data
+from virality.artifact import ModelArtifact, new_version_id, utc_now_iso
+from virality.data.datasets import TrainingSet, load_training_data
 from virality.errors import RetrainInProgressError
 from virality.services.promotion import (
     FORCE_PROMOTE_METADATA,
@@ -152,7 +152,11 @@ def release_lease(registry: ModelStore, source_id: str, lease: Lease, error: Bas
 
 def retrain(registry: ModelStore, source: SourceObject, config: TrainingConfig, policy: PromotionPolicy,
             *, deadline: float | None = None) -> RetrainSummary:
-    """Validate, train, publish and (gate permitting) promote one uploaded file.
+    """Validate, then claim -> train -> publish -> gate -> record one uploaded file.
+
+    Validation comes first (bad data writes nothing); the claim is
+    :func:`acquire_lease`, training :func:`train_or_reuse`, and publish, gate
+    and record are :func:`virality.services.promotion.release`.
 
     Parameters
     ----------
@@ -181,36 +185,51 @@ def retrain(registry: ModelStore, source: SourceObject, config: TrainingConfig, 
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     lease = acquire_lease(registry, source_id, deadline)
+    delivery = _Delivery(registry, source_id, lease, rows, started, base)
     if lease.final is not None:
-        return _duplicate(registry, lease.version, lease.final, rows, started, base)
+        return delivery.duplicate(lease.version, lease.final)
     try:
-        if registry.version_exists(lease.version):
-            # A released/expired holder published it: those weights are the version (no second training).
-            artifact, _ = registry.load_key(registry.weights_key(lease.version))
-        else:
-            artifact = train_model(ts, config, model_version=lease.version).artifact
-        outcome = release(registry, Candidate(artifact, ts.test), policy, force=force)
+        artifact = train_or_reuse(delivery, ts, config)
+        outcome = release(registry, Candidate(artifact, ts.test), policy, force=force)   # publish -> gate -> record
     except BaseException as exc:
         release_lease(registry, source_id, lease, exc)
         raise
     if outcome.finished_before:
-        return _duplicate(registry, outcome.version, {"promoted": outcome.promoted, "reason": outcome.reason},
-                          rows, started, base)
-    return _published(outcome, rows, started, base)
+        return delivery.duplicate(outcome.version, {"promoted": outcome.promoted, "reason": outcome.reason})
+    return delivery.published(outcome)
 
 
-def _duplicate(registry: ModelStore, version: str, final: dict[str, Any], rows: dict[str, int],
-               started: float, base: dict[str, Any]) -> RetrainSummary:
-    return RetrainSummary(status="duplicate", version=version, modelKey=registry.weights_key(version),
-                          promoted=bool(final.get("promoted")),
-                          reason=f"this event was already processed: {final.get('reason')}",
-                          rows=rows, durationSeconds=round(time.perf_counter() - started, 6), **base)
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """One delivery of an event once it holds the lease (or found the event finished): what the steps share."""
+
+    store: ModelStore
+    source_id: str
+    lease: Lease
+    rows: dict[str, int]
+    started: float
+    base: dict[str, Any]          # sourceBucket / sourceKey / sourceVersion of every summary
+
+    def _seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 6)
+
+    def duplicate(self, version: str, final: dict[str, Any]) -> RetrainSummary:
+        return RetrainSummary(status="duplicate", version=version, modelKey=self.store.weights_key(version),
+                              promoted=bool(final.get("promoted")),
+                              reason=f"this event was already processed: {final.get('reason')}",
+                              rows=self.rows, durationSeconds=self._seconds(), **self.base)
+
+    def published(self, outcome: ReleaseOutcome) -> RetrainSummary:
+        return RetrainSummary(status="published", version=outcome.version, modelKey=outcome.key,
+                              promoted=outcome.promoted, reason=outcome.reason, rows=self.rows,
+                              metrics=outcome.metrics or None, durationSeconds=self._seconds(), **self.base)
 
 
-def _published(outcome: ReleaseOutcome, rows: dict[str, int], started: float,
-               base: dict[str, Any]) -> RetrainSummary:
-    return RetrainSummary(status="published", version=outcome.version, modelKey=outcome.key,
-                          promoted=outcome.promoted, reason=outcome.reason, rows=rows,
-                          metrics=outcome.metrics or None, durationSeconds=round(time.perf_counter() - started, 6),
-                          **base)
-
+def train_or_reuse(delivery: _Delivery, ts: TrainingSet, config: TrainingConfig) -> ModelArtifact:
+    """Step 2 (train): the lease's version, trained now, or as an earlier holder published it."""
+    store, version = delivery.store, delivery.lease.version
+    if store.version_exists(version):
+        # A released/expired holder published it: those weights are the version (no second training).
+        artifact, _ = store.load_key(store.weights_key(version))
+        return artifact
+    return train_model(ts, config, model_version=version).artifact
