@@ -29,25 +29,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from virality.config import OUTCOMES_PREFIX, RetrainSettings
-from virality.errors import (
-    DataValidationError,
-    RetrainInProgressError,
-    TrainingDataTooLargeError,
-    TrainingSourceNotFoundError,
-    ViralityError,
-)
+from virality.errors import RetrainFailureKind, ViralityError, retrain_failure_kind
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.services.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
+from virality.services.configuration import promotion_policy, training_config
+from virality.services.retraining import RetrainSummary, retrain, wall_clock
 from virality.services.sparkjob import SparkSettings, route_upload
-from virality.services.training import TrainingConfig
 from virality.store.s3 import LazyClient, ModelRegistry, read_source
 
 #: One S3 client per container, created on first use.
 s3_client = LazyClient()
-
-#: Errors that retrying the same object cannot fix: reported, not raised.
-_DATA_ERRORS = (DataValidationError, TrainingDataTooLargeError, TrainingSourceNotFoundError)
-
 
 class RetrainFailedError(ViralityError):
     """At least one record failed for a reason a retry may fix (raised after all records ran)."""
@@ -131,11 +121,6 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
     started = time.perf_counter()
     metrics.add_metric(name="TrainingsStarted", unit=MetricUnit.Count, value=1)
     registry = ModelRegistry(settings.model_bucket or bucket, settings.model_prefix, s3_client)
-    config = TrainingConfig(optimizer=settings.train_optimizer, l2=settings.training_l2(),
-                            class_weight=settings.train_class_weight, calibration=settings.train_calibration,
-                            feature_set=settings.train_feature_set)
-    policy = PromotionPolicy(settings.promotion_f1_tolerance, settings.promotion_logloss_tolerance,
-                             settings.promotion_max_sharp_disagreement)
     try:
         routed = route_upload(s3_client(), bucket, key, version_id, SparkSettings.from_env())
         if routed is not None:    # too big for this function: a Spark job run trains and publishes it
@@ -143,36 +128,54 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
             logger.info("handed to Spark", extra={"bucket": bucket, "key": key, **routed})
             return RetrainSummary(sourceBucket=bucket, sourceKey=key, **routed), False
         source = read_source(s3_client(), bucket, key, version_id, settings.max_training_bytes)
-        summary = retrain(registry, source, config, policy, deadline=deadline)
-    except _DATA_ERRORS as exc:
+        summary = retrain(registry, source, training_config(settings), promotion_policy(settings),
+                          deadline=deadline)
+    except Exception as exc:  # outermost edge of one record: report it, let the others run
+        kind = retrain_failure_kind(exc)
+        return _failed(exc, kind, bucket, key, version_id, started), kind != "data"
+    _published_metrics(summary)
+    logger.info("retrain finished", extra={"summary": summary.model_dump(exclude_none=True)})
+    return summary, False
+
+
+#: reason of the summary, per kind of failure (virality.errors.retrain_failure_kind).
+_FAILURE_REASONS: dict[RetrainFailureKind, str] = {
+    "data": "training data rejected",
+    "in_progress": "in progress in another delivery; retry later",
+    "retryable": "training failed",
+}
+
+
+def _failed(exc: Exception, kind: RetrainFailureKind, bucket: str, key: str, version_id: str | None,
+            started: float) -> RetrainSummary:
+    """Log and count a failed record; its summary."""
+    error = str(exc)
+    if kind == "data":
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.error("training data rejected; nothing was written",
                      extra={"bucket": bucket, "key": key, "error": str(exc), "error_type": type(exc).__name__})
-        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
-                              reason="training data rejected", error=str(exc), errorType=type(exc).__name__,
-                              durationSeconds=time.perf_counter() - started), False
-    except RetrainInProgressError as exc:
+    elif kind == "in_progress":
         # Another delivery of this event holds its lease: nothing written; come back later.
         logger.warning("another delivery is processing this event", extra={"bucket": bucket, "key": key,
                                                                           "error": str(exc)})
-        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
-                              reason="in progress in another delivery; retry later", error=str(exc),
-                              errorType=type(exc).__name__, durationSeconds=time.perf_counter() - started), True
-    except Exception as exc:  # outermost edge of one record: report it, let the others run
+    else:
         metrics.add_metric(name="TrainingsFailed", unit=MetricUnit.Count, value=1)
         logger.exception("training failed", extra={"bucket": bucket, "key": key})
-        return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
-                              reason="training failed", error=f"{type(exc).__name__}: {exc}",
-                              errorType=type(exc).__name__, durationSeconds=time.perf_counter() - started), True
-    if summary.status == "published":
-        metrics.add_metric(name="TrainingsSucceeded", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="TrainingRows", unit=MetricUnit.Count, value=sum((summary.rows or {}).values()))
-        metrics.add_metric(name="TrainingDuration", unit=MetricUnit.Seconds, value=summary.durationSeconds)
-        metrics.add_metric(name="TestAccuracy", unit=MetricUnit.Percent,
-                           value=100 * (summary.metrics or {}).get("accuracy", 0.0))
-        metrics.add_metric(name="Promoted", unit=MetricUnit.Count, value=int(summary.promoted))
-    logger.info("retrain finished", extra={"summary": summary.model_dump(exclude_none=True)})
-    return summary, False
+        error = f"{type(exc).__name__}: {exc}"
+    return RetrainSummary(status="failed", sourceBucket=bucket, sourceKey=key, sourceVersion=version_id,
+                          reason=_FAILURE_REASONS[kind], error=error, errorType=type(exc).__name__,
+                          durationSeconds=time.perf_counter() - started)
+
+
+def _published_metrics(summary: RetrainSummary) -> None:
+    if summary.status != "published":
+        return
+    metrics.add_metric(name="TrainingsSucceeded", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="TrainingRows", unit=MetricUnit.Count, value=sum((summary.rows or {}).values()))
+    metrics.add_metric(name="TrainingDuration", unit=MetricUnit.Seconds, value=summary.durationSeconds)
+    metrics.add_metric(name="TestAccuracy", unit=MetricUnit.Percent,
+                       value=100 * (summary.metrics or {}).get("accuracy", 0.0))
+    metrics.add_metric(name="Promoted", unit=MetricUnit.Count, value=int(summary.promoted))
 
 
 def _handle_records(records: list[Any], settings: RetrainSettings, deadline: float,

@@ -7,6 +7,8 @@ without a traceback, while genuine bugs still surface as such.
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ViralityError(Exception):
     """Base class of every error the library raises on purpose."""
@@ -98,3 +100,31 @@ class RequestValidationError(ViralityError, ValueError):
 
 class PointerIntegrityError(ArtifactValidationError):
     """``latest.json`` is unreadable, or its ``version``, its ``key`` and the artifact's ``modelVersion`` disagree."""
+
+
+#: Errors that retrying the same training object cannot fix: reported, never retried.
+TRAINING_DATA_ERRORS: tuple[type[ViralityError], ...] = (DataValidationError, TrainingDataTooLargeError,
+                                                         TrainingSourceNotFoundError)
+
+RetrainFailureKind = Literal["data", "in_progress", "retryable"]
+
+
+def retrain_failure_kind(exc: BaseException) -> RetrainFailureKind:
+    """How a failed retrain of one training object is handled.
+
+    Returns
+    -------
+    ``"data"``
+        The object can never train (invalid, too large, gone): reported, not
+        retried; nothing was written.
+    ``"in_progress"``
+        Another delivery of the event holds its lease: nothing was written;
+        retry later.
+    ``"retryable"``
+        Anything else (an S3 outage, a bug): reported, and delivered again.
+    """
+    if isinstance(exc, TRAINING_DATA_ERRORS):
+        return "data"
+    if isinstance(exc, RetrainInProgressError):
+        return "in_progress"
+    return "retryable"
