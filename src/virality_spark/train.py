@@ -816,7 +816,7 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer="newton", l2=chosen.l2, classWeight=config.class_weight, iterations=result.n_iter,
             finalObjective=result.objective, gradientNorm=result.grad_norm, converged=result.converged,

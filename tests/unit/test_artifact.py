@@ -71,7 +71,7 @@ def test_every_original_field_is_present_with_the_original_shapes(trained, dumpe
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["trainedAt"])
     report = trained.test_report
     assert doc["accuracy"] == report.accuracy
-    assert doc["confusionMatrix"] == report.confusion_matrix
+    assert doc["confusionMatrix"] == report.confusionMatrix
     assert sum(map(sum, doc["confusionMatrix"])) == trained.training_set.test.X.shape[0]
 
 

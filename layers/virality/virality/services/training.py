@@ -232,7 +232,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer=result.optimizer, l2=l2, classWeight=config.class_weight,
             iterations=result.n_iter, finalObjective=result.objective, gradientNorm=result.grad_norm,
@@ -306,29 +306,29 @@ def format_report(artifact: ModelArtifact) -> str:
         m = artifact.metrics
         r = m.test
         lines += ["",
-                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majority_baseline_accuracy:.4f}, "
+                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majorityBaselineAccuracy:.4f}, "
                   f"train accuracy {m.trainAccuracy:.4f})",
-                  f"macro-F1        {r.macro_f1:.4f}",
-                  f"log-loss        {r.log_loss:.4f}",
+                  f"macro-F1        {r.macroF1:.4f}",
+                  f"log-loss        {r.logLoss:.4f}",
                   f"ECE (10 bins)   {r.ece:.4f}"]
         if r.brier is not None:
-            lines += [f"classwise-ECE   {r.classwise_ece:.4f}",
+            lines += [f"classwise-ECE   {r.classwiseEce:.4f}",
                       f"MCE (10 bins)   {r.mce:.4f}",
                       f"Brier           {r.brier:.4f}"]
         if m.testIntervals:
             lines += ["", "bootstrap 95% intervals (test split, "
-                      f"{next(iter(m.testIntervals.values())).n_resamples} resamples)"]
+                      f"{next(iter(m.testIntervals.values())).nResamples} resamples)"]
             lines += [f"  {name:<10}  {iv.estimate:.4f}  [{iv.low:.4f}, {iv.high:.4f}]"
                       for name, iv in m.testIntervals.items()]
         if r.reliability:
             lines += ["", "reliability (top-tier confidence bin: rows, mean confidence, accuracy)"]
-            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.mean_confidence:.3f}  {b.accuracy:.3f}"
+            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.meanConfidence:.3f}  {b.accuracy:.3f}"
                       for b in r.reliability if b.count]
         lines += ["", "tier  precision  recall     f1  support"]
-        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.per_class]
+        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.perClass]
         lines += ["", "confusion matrix (rows = actual tier, columns = predicted)",
                   "      " + "".join(f"{k:>7}" for k in range(1, 6))]
-        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusion_matrix)]
+        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusionMatrix)]
     elif artifact.accuracy is not None:
         lines.append(f"test accuracy   {artifact.accuracy:.4f}")
     return "\n".join(lines) + "\n"
