@@ -20,9 +20,10 @@ from virality.artifact import (
     new_version_id,
 )
 from virality.errors import ArtifactValidationError
-from virality.ml.features import FEATURE_NAMES, Preprocessing, raw_videos_from_records
+from virality.ml.features import FEATURE_NAMES, Preprocessing
 from virality.ml.model import ViralityModel
 from virality.ml.softmax import softmax
+from virality_dev.testing import raw_videos_from_records
 
 ORIGINAL_FIELDS = ("weights", "biases", "featureNames", "numClasses", "trainedAt", "accuracy", "confusionMatrix")
 

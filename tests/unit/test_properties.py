@@ -19,10 +19,10 @@ from virality.ml.features import (
     Preprocessing,
     extract_features,
     fit_preprocessing,
-    raw_videos_from_records,
 )
 from virality.ml.model import ViralityModel
 from virality.ml.softmax import fit, objective
+from virality_dev.testing import raw_videos_from_records
 
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
