@@ -83,7 +83,8 @@ from virality.ml.features import (
 from virality.ml.metrics import bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import out_of_fold_logits, search_l2
-from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, hessian, loss_gradient, predict_proba
+from virality.ml.solvers import fit
 from virality.ml.tiering import Tiering, assign_tiers
 from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
 

@@ -21,7 +21,8 @@ from virality.ml.features import (
 )
 from virality.ml.metrics import expected_calibration_error, log_loss
 from virality.ml.model_selection import search_l2, stratified_folds
-from virality.ml.softmax import fit, objective, predict_proba, softmax
+from virality.ml.softmax import objective, predict_proba, softmax
+from virality.ml.solvers import fit
 from virality.ml.tiering import assign_tiers, fit_tiering
 from virality.services.training import TrainingConfig, train_file, train_model
 from virality_dev.synthetic import sample_csv, sample_jsonl, sample_records

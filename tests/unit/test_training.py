@@ -12,7 +12,8 @@ from virality.data.datasets import Split, load_training_data
 from virality.errors import ConfigurationError
 from virality.ml.features import extract_features
 from virality.ml.metrics import evaluate
-from virality.ml.softmax import class_weights, fit, loss_gradient, objective
+from virality.ml.softmax import class_weights, loss_gradient, objective
+from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
 from virality_dev.synthetic import sample_csv
 
