@@ -42,7 +42,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ViralityDemo")
 os.environ.setdefault("VIRALITY_REPO", str(REPO))
 
 try:
-    import virality  # noqa: F401
+    import virality_dev  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(REPO / "layers" / "virality"))
 
@@ -50,10 +50,10 @@ try:
     import boto3  # noqa: F401
     import moto.server  # noqa: F401
 
-    from virality import localapi, localaudit
-    from virality.audit import reliability_diagram_text
-    from virality.registry import ModelRegistry
-    from virality.synthetic import sample_csv
+    from virality.services.audit import reliability_diagram_text
+    from virality.store.s3 import ModelRegistry
+    from virality_dev import localapi, localaudit
+    from virality_dev.synthetic import sample_csv
 except ImportError as exc:
     sys.exit(f"demo: missing dependency ({exc}). Run `make demo` (it creates .venv), or in an active "
              "virtualenv: pip install -e '.[dev]'")

@@ -28,7 +28,7 @@ OUTPUT = ROOT / "docs" / "openapi.json"
 
 def _ensure_library_importable() -> None:
     try:
-        import virality  # noqa: F401
+        import virality_dev  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(ROOT / "layers" / "virality"))
 

@@ -64,10 +64,10 @@ class InvokeError(Exception):
 def ensure_library_importable() -> None:
     """Make ``import virality`` work from a checkout (the layer is not installed)."""
     try:
-        import virality
+        import virality_dev
     except ImportError:
         sys.path.insert(0, str(ROOT / "layers" / "virality"))
-        import virality  # noqa: F401
+        import virality_dev  # noqa: F401
 
 
 def available_functions() -> list[str]:
@@ -98,7 +98,7 @@ def read_event(path: Path) -> dict[str, Any]:
 
 
 def context_for(function: str) -> Any:
-    from virality.localapi import LocalLambdaContext
+    from virality_dev.localapi import LocalLambdaContext
 
     return LocalLambdaContext(function_name=f"{function.capitalize()}Function", timeout_seconds=30.0)
 

@@ -70,7 +70,7 @@ def retrain_app() -> Iterator[ModuleType]:
 @pytest.fixture
 def lambda_context() -> Any:
     """The library's stand-in for ``LambdaContext`` (what the local API and invoke script use too)."""
-    from virality.localapi import LocalLambdaContext
+    from virality_dev.localapi import LocalLambdaContext
 
     return LocalLambdaContext(function_name="test-function", timeout_seconds=300.0)
 

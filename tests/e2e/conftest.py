@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FAKE_AWS_ENV
-from virality import localapi
+from virality_dev import localapi
 
 ROOT = Path(__file__).resolve().parents[2]
 REFRESH_SECONDS = 0.5

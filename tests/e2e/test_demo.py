@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from virality import localapi
+from virality_dev import localapi
 
 ROOT = Path(__file__).resolve().parents[2]
 

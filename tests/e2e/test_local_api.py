@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from virality import localapi
-from virality.synthetic import sample_csv
+from virality_dev import localapi
+from virality_dev.synthetic import sample_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -273,7 +273,7 @@ def test_virality_serve_local_s3_until_ctrl_c(http) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality"), "POWERTOOLS_LOG_LEVEL": "WARNING",
            "POWERTOOLS_METRICS_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
     env.pop("AWS_ENDPOINT_URL_S3", None)
-    proc = subprocess.Popen([sys.executable, "-m", "virality.cli", "serve", "--local-s3", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "virality_dev.cli", "serve", "--local-s3", "--port", "0",
                              "--refresh-seconds", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

@@ -96,7 +96,7 @@ def s3_recorder(s3: Any, monkeypatch: pytest.MonkeyPatch) -> S3Recorder:
     """Make the handler's lazily created S3 client an instrumented moto client."""
     import boto3
 
-    import virality.registry
+    import virality.store.s3
 
     recorder = S3Recorder()
 
@@ -106,15 +106,15 @@ def s3_recorder(s3: Any, monkeypatch: pytest.MonkeyPatch) -> S3Recorder:
         client.meta.events.register("before-call.s3", recorder.hook)
         return client
 
-    monkeypatch.setattr(virality.registry, "default_client_factory", factory)
+    monkeypatch.setattr(virality.store.s3, "default_client_factory", factory)
     return recorder
 
 
 @pytest.fixture(scope="session")
 def base_artifact() -> Any:
     """One trained schema-2 artifact; versions are copies of it under other names."""
-    from virality.synthetic import sample_csv
-    from virality.training import train_file
+    from virality.services.training import train_file
+    from virality_dev.synthetic import sample_csv
 
     return train_file(sample_csv(400, 11), "integration.csv").artifact
 
@@ -134,7 +134,7 @@ class Store:
 
     @property
     def registry(self) -> Any:
-        from virality.registry import ModelRegistry
+        from virality.store.s3 import ModelRegistry
 
         return ModelRegistry(self.bucket, self.prefix, lambda: self.client)
 
@@ -152,7 +152,7 @@ class Store:
 
     def point(self, version: str, key: str, sha256: str | None) -> str:
         """Move ``latest.json`` to ``key`` (conditionally, as the retrain function does)."""
-        from virality.registry import Pointer
+        from virality.store.s3 import Pointer
 
         state = self.registry.read_pointer_lenient()
         etag = state.etag if state is not None else None

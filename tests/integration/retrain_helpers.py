@@ -24,9 +24,9 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import DATA_BUCKET, MODEL_BUCKET, s3_put_event
 from virality.artifact import ModelArtifact, load_artifact
-from virality.datasets import load_training_data
-from virality.features import FEATURE_NAMES
-from virality.synthetic import sample_csv
+from virality.data.datasets import load_training_data
+from virality.ml.features import FEATURE_NAMES
+from virality_dev.synthetic import sample_csv
 
 TRAINING_PREFIX = "training-data/"
 MODEL_PREFIX = "models/"

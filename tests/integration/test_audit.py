@@ -20,14 +20,14 @@ import pytest
 
 from tests.conftest import DATA_BUCKET, MODEL_BUCKET, ROOT, load_event, load_module, s3_put_event
 from virality.artifact import ModelArtifact, load_artifact
-from virality.audit import RECALIBRATION_SEED, judge, read_outcomes
-from virality.datasets import stratified_split
+from virality.data.datasets import stratified_split
 from virality.errors import VersionExistsError
-from virality.metrics import expected_calibration_error
-from virality.model import ViralityModel
-from virality.registry import AuditStore, Pointer
-from virality.synthetic import sample_csv, sample_jsonl
-from virality.training import TrainingConfig, train_file
+from virality.ml.metrics import expected_calibration_error
+from virality.ml.model import ViralityModel
+from virality.services.audit import RECALIBRATION_SEED, judge, read_outcomes
+from virality.services.training import TrainingConfig, train_file
+from virality.store.s3 import AuditStore, Pointer
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 PREFIX = "models/"
 
@@ -374,7 +374,7 @@ def test_sample_events_are_the_real_shapes():
 def test_recalibrated_artifact_loads_and_keeps_the_argmax(s3):
     parent = misregularised_artifact()
     from virality.artifact import dump_artifact
-    from virality.audit import audit_calibration, temperature_scaled
+    from virality.services.audit import audit_calibration, temperature_scaled
 
     cal = audit_calibration(parent, 3.0, window="w", objects=[{"key": "outcomes/a.csv", "versionId": "1",
                                                                 "sha256": "ab"}], n_fit=10, ece=(0.3, 0.1),

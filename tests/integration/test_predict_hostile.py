@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import api_event
-from virality.api import MAX_NESTING_DEPTH
-from virality.features import FEATURE_NAMES
+from virality.http.api import MAX_NESTING_DEPTH
+from virality.ml.features import FEATURE_NAMES
 
 from .test_predict_api import FEATURE_VECTOR, FEATURES, VIDEO, assert_error, assert_prediction
 

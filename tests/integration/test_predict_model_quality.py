@@ -15,8 +15,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarni
 
 @pytest.fixture(scope="module")
 def prepublication_artifact() -> Any:
-    from virality.synthetic import sample_csv
-    from virality.training import TrainingConfig, train_file
+    from virality.services.training import TrainingConfig, train_file
+    from virality_dev.synthetic import sample_csv
 
     return train_file(sample_csv(400, 12), "pre.csv", TrainingConfig(feature_set="prepublication")).artifact
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, api_event, load_event
-from virality.features import FEATURE_NAMES
+from virality.ml.features import FEATURE_NAMES
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import DATA_BUCKET, MODEL_BUCKET, api_event, load_event, s3_put_event, sqs_wrap
 from tests.integration import retrain_helpers as h
-from virality.synthetic import sample_jsonl
+from virality_dev.synthetic import sample_jsonl
 
 
 @pytest.fixture

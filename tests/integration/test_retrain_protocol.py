@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
-from virality import retraining
+from virality.services import retraining
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from tests.conftest import DATA_BUCKET, MODEL_BUCKET
 from tests.integration.retrain_helpers import all_keys, csv_bytes, event_for, put_training, run_one
 from virality.config import RetrainSettings
 from virality.errors import ConfigurationError
-from virality.spark_entry import build_parser
-from virality.sparkjob import (
+from virality.services.sparkjob import (
     DEFAULT_SPARK_MIN_BYTES,
     SparkLauncher,
     SparkSettings,
@@ -21,7 +20,8 @@ from virality.sparkjob import (
     should_use_spark,
     training_arguments,
 )
-from virality.training import TrainingConfig
+from virality.services.training import TrainingConfig
+from virality_spark.entry import build_parser
 
 ROLE = "arn:aws:iam::123456789012:role/virality-spark-job"
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from virality.datasets import TrainingSet, load_training_data
-from virality.features import FEATURE_NAMES
-from virality.synthetic import sample_csv, sample_jsonl
-from virality.training import TrainingConfig, TrainingOutcome, train_file
+from virality.data.datasets import TrainingSet, load_training_data
+from virality.ml.features import FEATURE_NAMES
+from virality.services.training import TrainingConfig, TrainingOutcome, train_file
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 SAMPLE_ROWS = 1500
 SAMPLE_SEED = 7

@@ -3,7 +3,7 @@
 Every caller that makes a new model version (the retrain function, the
 recalibration audit, the Spark entry point) hands :func:`release` a trained
 artifact and the split it was tested on. The protocol, all in the model
-store (:mod:`virality.registry`):
+store (:mod:`virality.store.s3`):
 
 1. **Publish** write-once: report, then the reference holdout (the
    candidate's test split, at most ``HOLDOUT_MAX_ROWS`` rows), then the
@@ -29,7 +29,7 @@ pointer, final record) converges on the same outcome, the pointer moves to
 a version at most once per decision, and ``previous`` always names another
 version (the pointer state the move replaced). The caller must own the
 version id (it generated it, or holds the event's lease, see
-:mod:`virality.retraining`): two concurrent callers with the same version id
+:mod:`virality.services.retraining`): two concurrent callers with the same version id
 stay safe (every record is write-once, the pointer is compare-and-swap) but
 the protocol does not arbitrate between them.
 """
@@ -44,14 +44,19 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import ModelArtifact, utc_now_iso
-from .datasets import Split
-from .errors import ArtifactValidationError, ModelNotFoundError, PointerConflictError, VersionExistsError
-from .features import RawVideos
-from .metrics import EvaluationReport
-from .model import ViralityModel
-from .registry import ModelRegistry, Pointer
-from .training import evaluate_on, format_report
+from virality.artifact import ModelArtifact, utc_now_iso
+from virality.data.datasets import Split
+from virality.errors import (
+    ArtifactValidationError,
+    ModelNotFoundError,
+    PointerConflictError,
+    VersionExistsError,
+)
+from virality.ml.features import RawVideos
+from virality.ml.metrics import EvaluationReport
+from virality.ml.model import ViralityModel
+from virality.services.training import evaluate_on, format_report
+from virality.store.s3 import ModelRegistry, Pointer
 
 FORCE_PROMOTE_METADATA = "force-promote"
 MAX_POINTER_ATTEMPTS = 25

@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 
-from .errors import DataValidationError
-from .features import parse_number
+from virality.errors import DataValidationError
+from virality.ml.features import parse_number
 
 LABEL_COLUMN = "labelViews"
 

@@ -5,10 +5,10 @@ Formats
 ``seed-json``  the original ``{"featureNames": [...15], "trainSet": {"features":
                [[15 floats]...], "labels": [1..5 ...]}, "testSet": {...}}``;
                features are used as given (they must already lie in [0, 1]).
-``csv``        header row of raw video records (see :mod:`virality.features`).
+``csv``        header row of raw video records (see :mod:`virality.ml.features`).
 ``jsonl``      one raw video record (JSON object) per line.
 
-Raw formats are labelled with :mod:`virality.tiering`, split into train/test
+Raw formats are labelled with :mod:`virality.ml.tiering`, split into train/test
 with a seeded stratified split, and turned into features with caps fitted on
 the training split only. Nothing here trains: bad data raises
 :class:`~virality.errors.DataValidationError` naming the row and column.
@@ -29,9 +29,9 @@ from typing import Literal
 import jiter
 import numpy as np
 
-from . import NUM_CLASSES
-from .errors import DataValidationError
-from .features import (
+from virality import NUM_CLASSES
+from virality.errors import DataValidationError
+from virality.ml.features import (
     FEATURE_NAMES,
     N_FEATURES,
     RAW_NUMERIC_FIELDS,
@@ -42,7 +42,7 @@ from .features import (
     fit_preprocessing,
     parse_posted_at,
 )
-from .tiering import Tiering, assign_tiers, fit_tiering
+from virality.ml.tiering import Tiering, assign_tiers, fit_tiering
 
 DataFormat = Literal["seed-json", "csv", "jsonl"]
 
@@ -784,7 +784,7 @@ def build_training_set(raw: RawVideos, *, source: str, sha256: str, fmt: DataFor
     """Label, split and featurise raw videos (caps fitted on the training split).
 
     ``label_views`` (shape (n_samples,)), when given, replaces ``views`` as the
-    source of the tiers (see :mod:`virality.labels`).
+    source of the tiers (see :mod:`virality.data.labels`).
     """
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     return _build_training_set(columns, source=source, sha256=sha256, fmt=fmt, test_fraction=test_fraction,
@@ -815,7 +815,7 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
         _check_splits(train, test, source)
         return TrainingSet(fmt, source, digest, train, test, None, None)
     raw = read_csv(data, source) if fmt == "csv" else read_jsonl(data, source)
-    from .labels import read_label_views
+    from virality.data.labels import read_label_views
 
     label_views = read_label_views(data, fmt, source)
     if label_views is not None and label_views.shape[0] != len(raw):

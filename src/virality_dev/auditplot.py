@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from virality.errors import ConfigurationError
 
 
 def _pyplot() -> Any:

@@ -3,13 +3,13 @@
 This is what EMR Serverless runs (``entryPoint`` of ``StartJobRun``; the
 library travels in ``spark.submit.pyFiles``), and what the retrain Lambda
 hands an upload to when it is larger than ``SPARK_MIN_BYTES``
-(:mod:`virality.sparkjob`). It publishes exactly like the retrain Lambda:
+(:mod:`virality.services.sparkjob`). It publishes exactly like the retrain Lambda:
 
 * the same source id (``bucket/key#versionId`` or ``#etag``) and the same
-  write-once claim and lease (:func:`virality.retraining.acquire_lease`), so
+  write-once claim and lease (:func:`virality.services.retraining.acquire_lease`), so
   the Lambda and Spark can never both publish one upload, and a second run of
   the same object publishes nothing new (it does not even train);
-* the same release protocol (:func:`virality.promotion.release`): write-once
+* the same release protocol (:func:`virality.services.promotion.release`): write-once
   version with the weights last (a failed run leaves no visible version),
   the promotion gate, the recorded decision and the conditional pointer write.
 
@@ -32,13 +32,12 @@ import time
 from typing import Any
 
 # Absolute imports: EMR runs this file as a script, with the library zip on the path.
-from virality.cli import l2_value
-from virality.config import RetrainSettings
+from virality.config import RetrainSettings, l2_value
 from virality.errors import DataValidationError, ViralityError
-from virality.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
-from virality.registry import ModelRegistry, default_client_factory
-from virality.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
-from virality.training import TrainingConfig
+from virality.services.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
+from virality.services.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
+from virality.services.training import TrainingConfig
+from virality.store.s3 import ModelRegistry, default_client_factory
 
 EXIT_DATA = 1
 #: The lease taken once training is done covers publishing and the gate only.
@@ -80,7 +79,7 @@ def identify_source(source: str, version_id: str | None, client_factory: Any = d
 def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = default_client_factory) -> RetrainSummary:
     """Train ``args.source`` on Spark and publish it through the registry protocol."""
     from virality.artifact import new_version_id
-    from virality.sparktrain import spark_session, train_spark
+    from virality_spark.train import spark_session, train_spark
 
     started = time.perf_counter()
     registry = ModelRegistry(args.model_bucket, args.model_prefix, client_factory)

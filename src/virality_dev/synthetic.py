@@ -15,7 +15,7 @@ Generative model (all draws from ``numpy.random.default_rng(seed)``)::
     count_e    ~ Binomial(views, rate_e)
 
 ``followers*`` is the true count even when it is hidden from the record.
-Tiers come from view-count quintiles (see :mod:`virality.tiering`), so the
+Tiers come from view-count quintiles (see :mod:`virality.ml.tiering`), so the
 features carry real but noisy signal: accuracy is well above the 20%
 baseline, and far from 100%.
 

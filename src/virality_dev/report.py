@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigurationError
+from virality.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .training import TrainingOutcome
+    from virality.services.training import TrainingOutcome
 
 
 def require_plotting() -> None:
@@ -84,7 +84,7 @@ def _confusion_png(outcome: TrainingOutcome, path: Path, plt) -> None:
 
 def render_markdown(outcome: TrainingOutcome) -> str:
     """The Markdown body of the report (no plotting needed)."""
-    from .training import format_report
+    from virality.services.training import format_report
 
     a = outcome.artifact
     r = outcome.test_report

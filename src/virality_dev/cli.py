@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ConfigurationError, ViralityError
+from virality import __version__
+from virality.config import l2_value
+from virality.errors import ConfigurationError, ViralityError
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
@@ -94,7 +95,7 @@ class _Commands(argparse._SubParsersAction):
 
 
 def _add_mapping_options(p: argparse.ArgumentParser) -> None:
-    from .importers import PRESETS
+    from virality.data.importers import PRESETS
 
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help="read a known export shape (see README 'Importing real TikTok data')")
@@ -104,7 +105,7 @@ def _add_mapping_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
-    from .synthetic import sample_csv, sample_jsonl
+    from virality_dev.synthetic import sample_csv, sample_jsonl
 
     fmt = args.format or ("jsonl" if args.out.endswith((".jsonl", ".ndjson")) else "csv")
     data = (sample_jsonl(args.rows, args.seed, args.profile) if fmt == "jsonl"
@@ -120,7 +121,7 @@ def _refuse_overwrite(out: str, force: bool) -> None:
 
 
 def _mapping(args: argparse.Namespace):
-    from .importers import resolve_mapping
+    from virality.data.importers import resolve_mapping
 
     mapping = resolve_mapping(getattr(args, "preset", None), getattr(args, "mapping", None))
     if mapping is None and getattr(args, "join", None):
@@ -132,7 +133,7 @@ def _mapping(args: argparse.Namespace):
 
 
 def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
-    from .importers import read_join_table
+    from virality.data.importers import read_join_table
 
     if not getattr(args, "join", None):
         return None
@@ -143,12 +144,12 @@ def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
 
 def _load_training_set(data: bytes, path: Path, config: Any, mapping: Any, args: argparse.Namespace) -> Any:
     """The validated training set: a canonical file, or an export read through ``mapping``."""
-    from .datasets import load_training_data
+    from virality.data.datasets import load_training_data
 
     if mapping is None:
         return load_training_data(data, str(path), fmt=args.format, test_fraction=config.test_fraction,
                                   seed=config.seed, tiering=config.tiering)
-    from .importers import load_mapped_training_data
+    from virality.data.importers import load_mapped_training_data
 
     return load_mapped_training_data(data, str(path), mapping, test_fraction=config.test_fraction,
                                      seed=config.seed, tiering=config.tiering, join=_join_table(args, mapping))
@@ -165,7 +166,7 @@ def _warn_empty_tiers(artifact) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .importers import import_export, to_canonical_csv
+    from virality.data.importers import import_export, to_canonical_csv
 
     mapping = _mapping(args)
     if mapping is None:
@@ -230,20 +231,10 @@ class _Progress:
         self._end_line()
 
 
-def l2_value(text: str) -> float | str:
-    """``--l2``: a number, or ``auto`` (cross-validated); the CLI and the Spark entry point share it."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .artifact import dump_artifact
-    from .tiering import Tiering
-    from .training import TrainingConfig, format_report, train_model
+    from virality.artifact import dump_artifact
+    from virality.ml.tiering import Tiering
+    from virality.services.training import TrainingConfig, format_report, train_model
 
     _refuse_overwrite(args.out, args.force)
     mapping = _mapping(args)
@@ -257,7 +248,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.tier_thresholds:
         tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds))
     if args.report_dir:
-        from .report import require_plotting
+        from virality_dev.report import require_plotting
 
         require_plotting()          # before training: a missing extra must not cost a training run
     l2 = None if args.l2 == "auto" and args.optimizer == "gd" else args.l2
@@ -280,7 +271,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     Path(args.out).write_bytes(dump_artifact(outcome.artifact))
     print(format_report(outcome.artifact), end="")
     if args.report_dir:
-        from .report import write_report
+        from virality_dev.report import write_report
 
         written = write_report(outcome, Path(args.report_dir))
         print(f"\nwrote the report to {written}")
@@ -289,10 +280,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_spark(args: argparse.Namespace) -> int:
-    from .artifact import dump_artifact
-    from .sparktrain import spark_session, train_spark
-    from .tiering import Tiering
-    from .training import TrainingConfig, format_report
+    from virality.artifact import dump_artifact
+    from virality.ml.tiering import Tiering
+    from virality.services.training import TrainingConfig, format_report
+    from virality_spark.train import spark_session, train_spark
 
     tiering = Tiering(method="thresholds", thresholds=tuple(args.tier_thresholds)) if args.tier_thresholds else None
     # the same defaults as the NumPy engine: l2 by CV, temperature calibration (on a driver sample at scale)
@@ -341,7 +332,7 @@ def _read_inputs(stream) -> tuple[list[dict[str, Any]], bool]:
 
 def _wrap(item: Any) -> dict[str, Any]:
     """Accept {"features": ...}/{"video": ...}/{"featureVector": ...}, or a bare raw video / feature mapping."""
-    from .features import FEATURE_NAMES
+    from virality.ml.features import FEATURE_NAMES
 
     if not isinstance(item, dict):
         return item
@@ -355,11 +346,11 @@ def _wrap(item: Any) -> dict[str, Any]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .api import parse_predict_request, predict
-    from .artifact import load_artifact
-    from .errors import RequestValidationError
-    from .model import ViralityModel
-    from .serving import load_bundled_model
+    from virality.artifact import load_artifact
+    from virality.errors import RequestValidationError
+    from virality.http.api import parse_predict_request, predict
+    from virality.ml.model import ViralityModel
+    from virality.services.serving import load_bundled_model
 
     if args.model:
         model = ViralityModel(load_artifact(Path(args.model).read_bytes(), source=args.model))
@@ -384,10 +375,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace):
-    from .registry import ModelRegistry
+    from virality.store.s3 import ModelRegistry
 
     if args.local_s3:
-        from .localapi import MODEL_BUCKET
+        from virality_dev.localapi import MODEL_BUCKET
 
         args.bucket = args.bucket or MODEL_BUCKET
         return ModelRegistry(args.bucket, args.prefix, _local_s3_client_factory(args.local_s3))
@@ -398,7 +389,7 @@ def _registry(args: argparse.Namespace):
 
 def _local_s3_client_factory(endpoint_url: str):
     """Client factory for the local S3 that ``virality serve --local-s3`` runs (fake credentials, on purpose)."""
-    from .localapi import REGION
+    from virality_dev.localapi import REGION
 
     def factory() -> Any:
         import boto3
@@ -421,9 +412,9 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from .artifact import utc_now_iso
-    from .errors import ArtifactValidationError
-    from .registry import Pointer
+    from virality.artifact import utc_now_iso
+    from virality.errors import ArtifactValidationError
+    from virality.store.s3 import Pointer
 
     registry = _registry(args)
     key = registry.weights_key(args.version)
@@ -441,7 +432,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .localapi import serve, use_console_logs
+    from virality_dev.localapi import serve, use_console_logs
 
     if args.log_format == "console":
         use_console_logs()
@@ -451,25 +442,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit_files, format_audit
+    from virality.services.audit import audit_files, format_audit
 
     files = [(name, Path(name).read_bytes()) for name in args.outcomes]
     if args.local_s3:
-        from .localaudit import local_s3_audit
+        from virality_dev.localaudit import local_s3_audit
 
         env = {"AUTO_RECALIBRATE": "true" if args.recalibrate else "false", "AUDIT_MIN_ROWS": str(args.min_rows),
                "CALIBRATION_ECE_THRESHOLD": str(args.threshold)}
         _, report = local_s3_audit(files, model=Path(args.model).read_bytes() if args.model else None, env=env)
     else:
-        from .artifact import load_artifact
-        from .model import ViralityModel
+        from virality.artifact import load_artifact
+        from virality.ml.model import ViralityModel
 
         if not args.model or not files:
             raise ViralityError("give --model ml-weights.json and at least one outcome file (or --local-s3)")
         model = ViralityModel(load_artifact(Path(args.model).read_bytes(), source=args.model))
         report = audit_files(model, files, ece_threshold=args.threshold, min_rows=args.min_rows)
     if args.png:
-        from .auditplot import reliability_png
+        from virality_dev.auditplot import reliability_png
 
         print(f"wrote {reliability_png(report, Path(args.png))}", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else format_audit(report), end="\n" if args.json else "")

@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import ConfigurationError, ConvergenceWarning
+from virality.errors import ConfigurationError, ConvergenceWarning
 
 Optimizer = Literal["newton", "gd"]
 OPTIMIZERS: tuple[str, ...] = ("newton", "gd")

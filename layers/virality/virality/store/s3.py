@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .artifact import ModelArtifact, dump_artifact, load_artifact
-from .errors import (
+from virality.artifact import ModelArtifact, dump_artifact, load_artifact
+from virality.errors import (
     ArtifactValidationError,
     ModelNotFoundError,
     PointerConflictError,

@@ -4,7 +4,7 @@ Users get statistics from the TikTok Research API or from scraper exports,
 as CSV, JSON Lines, one JSON array, or one JSON document wrapping the list.
 A :class:`ColumnMapping` names, for each raw field the model reads, where its
 value comes from (a column or a dotted path) and how it is converted. The
-converted records go through :class:`virality.features.RawColumnsBuilder`,
+converted records go through :class:`virality.ml.features.RawColumnsBuilder`,
 the same validation every other reader uses, so imported and canonical data
 cannot drift apart.
 
@@ -70,9 +70,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .datasets import TrainingSet, build_training_set
-from .errors import ConfigurationError, DataValidationError
-from .features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
+from virality.data.datasets import TrainingSet, build_training_set
+from virality.errors import ConfigurationError, DataValidationError
+from virality.ml.features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
 
 #: Raw fields a mapping may fill, in the column order of the canonical CSV.
 CANONICAL_COLUMNS = ("videoId", "views", "likes", "comments", "shares", "saves", "followers", "durationSeconds",
@@ -910,7 +910,7 @@ def load_mapped_training_data(data: bytes, source: str, mapping: ColumnMapping, 
 def preset_loader(key: str, metadata: Mapping[str, str]) -> Callable[..., TrainingSet] | None:
     """The retrain Lambda's hook: a reader for the preset :func:`preset_for_object` picks, or ``None``.
 
-    The reader takes the arguments of :func:`virality.datasets.load_training_data`
+    The reader takes the arguments of :func:`virality.data.datasets.load_training_data`
     (``data, source, *, test_fraction, seed, tiering``).
     """
     name = preset_for_object(key, metadata)

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-from .artifact import load_artifact
-from .config import PredictSettings
-from .errors import ArtifactValidationError, ModelNotFoundError, PointerIntegrityError, ViralityError
-from .features import N_FEATURES
-from .model import ViralityModel
-from .observability import logger
-from .registry import ModelRegistry
+from virality.artifact import load_artifact
+from virality.config import PredictSettings
+from virality.errors import ArtifactValidationError, ModelNotFoundError, PointerIntegrityError, ViralityError
+from virality.ml.features import N_FEATURES
+from virality.ml.model import ViralityModel
+from virality.observability import logger
+from virality.store.s3 import ModelRegistry
 
 ModelSource = Literal["published", "pinned", "bundled"]
 

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import ConfigurationError
+from virality.errors import ConfigurationError
 
 
 class Tiering(BaseModel):

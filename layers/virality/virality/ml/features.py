@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import DataValidationError
+from virality.errors import DataValidationError
 
 
 @dataclass(frozen=True, slots=True)

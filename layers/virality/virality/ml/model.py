@@ -10,9 +10,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .artifact import ModelArtifact
-from .features import FEATURE_NAMES, Preprocessing, RawVideos, extract_features
-from .softmax import predict_proba
+from virality.artifact import ModelArtifact
+from virality.ml.features import FEATURE_NAMES, Preprocessing, RawVideos, extract_features
+from virality.ml.softmax import predict_proba
 
 
 @dataclass(frozen=True, slots=True)

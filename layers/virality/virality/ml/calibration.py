@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from .metrics import expected_calibration_error, log_loss
-from .softmax import softmax
+from virality.ml.metrics import expected_calibration_error, log_loss
+from virality.ml.softmax import softmax
 
 #: T is kept inside [1 / BETA_MAX, 1 / BETA_MIN].
 BETA_MIN, BETA_MAX = 1e-2, 1e2

@@ -3,7 +3,7 @@
 The retrain Lambda asks :func:`route_upload` before it downloads anything.
 When Spark is configured (``SPARK_APPLICATION_ID``) and the object is larger
 than ``SPARK_MIN_BYTES``, it starts a job run of the Spark entry point
-(:mod:`virality.spark_entry`) and returns a ``submitted`` summary carrying the
+(:mod:`virality_spark.entry`) and returns a ``submitted`` summary carrying the
 job-run id; otherwise it returns None and the Lambda trains as usual.
 
 Redelivered S3 events cannot start two trainings: the ``clientToken`` of
@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from .config import RetrainSettings, _EnvSettings, _prefix
-from .errors import ConfigurationError
-from .registry import _NOT_FOUND, _is_client_error_in
+from virality.config import RetrainSettings, _EnvSettings, _prefix
+from virality.errors import ConfigurationError
+from virality.store.s3 import _NOT_FOUND, _is_client_error_in
 
 #: Default SPARK_MIN_BYTES (see the module docstring).
 DEFAULT_SPARK_MIN_BYTES = 256 * 1024 * 1024
@@ -70,7 +70,7 @@ def client_token(source_id: str) -> str:
 
 def training_arguments(training: RetrainSettings) -> list[str]:
     """Entry-point options that make the job train exactly as the Lambda would (its resolved TRAIN_* defaults)."""
-    from .training import TrainingConfig
+    from virality.services.training import TrainingConfig
 
     config = TrainingConfig(optimizer=training.train_optimizer, l2=training.training_l2(),
                             class_weight=training.train_class_weight, calibration=training.train_calibration,

@@ -33,9 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from . import NUM_CLASSES
-from .errors import RequestValidationError
-from .features import (
+from virality import NUM_CLASSES
+from virality.errors import RequestValidationError
+from virality.ml.features import (
     FEATURE_NAMES,
     FEATURES,
     N_FEATURES,
@@ -45,8 +45,8 @@ from .features import (
     feature_vector_to_ml_input,
     parse_posted_at,
 )
-from .model import ViralityModel
-from .safejson import NestingTooDeepError, check_depth
+from virality.ml.model import ViralityModel
+from virality.safejson import NestingTooDeepError, check_depth
 
 #: Deepest nesting a request body may have. A valid request nests at most 4 levels
 #: (``{"instances": [{"video": {...}}]}``); this limit is far below the recursion limit

@@ -8,7 +8,7 @@ nothing), a delivery **claims** that source id with a write-once object
 (``<prefix>_sources/<sha256>.json``, ``IfNoneMatch='*'``) naming the version
 id it will publish and a lease: the time by which its Lambda invocation is
 certainly over (deadline + ``LEASE_MARGIN_SECONDS``). The lease holder alone
-trains, publishes and gates, through :func:`virality.promotion.release`.
+trains, publishes and gates, through :func:`virality.services.promotion.release`.
 
 Another delivery of the same event finds the claim and never writes a model
 object itself. It waits (polling, within its own time budget) until either:
@@ -19,7 +19,7 @@ object itself. It waits (polling, within its own time budget) until either:
   out (it crashed or timed out): it **takes over** with the write-once lease
   ``n + 1`` (one winner) and finishes the same version: training again only
   if the weights were never published, and finishing a recorded decision
-  rather than taking a new one (:mod:`virality.promotion`);
+  rather than taking a new one (:mod:`virality.services.promotion`);
 * its own time runs out first: it raises :class:`RetrainInProgressError`, so
   Lambda / SQS delivers it again later.
 
@@ -37,10 +37,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .artifact import new_version_id, utc_now_iso
-from .datasets import load_training_data
-from .errors import RetrainInProgressError
-from .promotion import (
+from virality.artifact import new_version_id, utc_now_iso
+from virality.data.datasets import load_training_data
+from virality.errors import RetrainInProgressError
+from virality.services.promotion import (
     FORCE_PROMOTE_METADATA,
     MAX_POINTER_ATTEMPTS,
     Candidate,
@@ -50,8 +50,8 @@ from .promotion import (
     headline,
     release,
 )
-from .registry import ModelRegistry, SourceObject
-from .training import TrainingConfig, train_model
+from virality.services.training import TrainingConfig, train_model
+from virality.store.s3 import ModelRegistry, SourceObject
 
 __all__ = ["FORCE_PROMOTE_METADATA", "MAX_POINTER_ATTEMPTS", "PromotionPolicy", "RetrainSummary", "gate",
            "headline", "retrain", "wall_clock"]
@@ -170,7 +170,9 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
     source_id = f"{source.bucket}/{source.key}#{source.version_id or source.etag}"
     base: dict[str, Any] = {"sourceBucket": source.bucket, "sourceKey": source.key,
                             "sourceVersion": source.version_id}
-    from .importers import preset_loader  # an export: x-amz-meta-preset or training-data/<preset>/...
+    from virality.data.importers import (
+        preset_loader,  # an export: x-amz-meta-preset or training-data/<preset>/...
+    )
 
     load = preset_loader(source.key, source.metadata) or load_training_data
     ts = load(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,

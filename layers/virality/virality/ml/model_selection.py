@@ -5,7 +5,7 @@ grid (largest first) it fits the whole training split, warm-started from the
 previous ``lambda``; then, fold by fold, it fits the fold's training part
 starting from that whole-split optimum and scores the held-out part. The
 ``lambda`` with the lowest mean held-out log-loss wins, and its whole-split
-fit is the refit (the caller polishes it with :func:`virality.softmax.fit`).
+fit is the refit (the caller polishes it with :func:`virality.ml.softmax.fit`).
 
 Work reused, so the search costs a small multiple of one fit:
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigurationError
-from .softmax import ABSENT_CLASS_LOGIT_GAP
+from virality.errors import ConfigurationError
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP
 
 #: The default grid: one value per decade from 1e-8 to 1e-1.
 DEFAULT_L2_GRID: tuple[float, ...] = tuple(10.0 ** e for e in range(-8, 0))
@@ -157,7 +157,7 @@ def _probabilities(theta: np.ndarray, XaT: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _loss_grad(theta: np.ndarray, data: _Data, l2: float) -> tuple[float, np.ndarray]:
-    """Objective of :mod:`virality.softmax` and its gradient, shape (K, d + 1)."""
+    """Objective of :mod:`virality.ml.softmax` and its gradient, shape (K, d + 1)."""
     P, Z, log_norm = _probabilities(theta, data.XaT)
     ce = log_norm - Z[data.y, data.cols]
     P[data.y, data.cols] -= 1.0

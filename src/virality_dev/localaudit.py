@@ -1,6 +1,6 @@
 """The audit Lambda against the local S3 (``virality audit --local-s3``, ``make demo``).
 
-Like :mod:`virality.localapi` for predict and retrain: moto's S3 server on
+Like :mod:`virality_dev.localapi` for predict and retrain: moto's S3 server on
 loopback, outcome files uploaded under ``outcomes/`` of the data bucket, and
 the real ``functions/audit/app.py`` handler invoked with an empty event
 (a manual run: the window ends now).
@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import localapi
-from .config import OUTCOMES_PREFIX
-from .errors import ViralityError
+from virality.config import OUTCOMES_PREFIX
+from virality.errors import ViralityError
+from virality_dev import localapi
 
 #: The synthetic outcomes used when none are given: a later draw of the sample generator.
 SAMPLE_OUTCOME_ROWS, SAMPLE_OUTCOME_SEED = 2000, 20261201
@@ -70,10 +70,10 @@ def local_s3_audit(files: Sequence[tuple[str, bytes]], *, model: bytes | None = 
     model : bytes of an ``ml-weights.json`` to publish; default: train on the sample through retrain.
     env : extra handler settings (``AUTO_RECALIBRATE``, ``AUDIT_MIN_ROWS``, ...).
     """
-    from .artifact import load_artifact
-    from .observability import logger
-    from .registry import ModelRegistry, Pointer
-    from .synthetic import sample_csv
+    from virality.artifact import load_artifact
+    from virality.observability import logger
+    from virality.store.s3 import ModelRegistry, Pointer
+    from virality_dev.synthetic import sample_csv
 
     level = logger.log_level
     logger.setLevel("WARNING")          # the handlers' INFO lines would mix with the printed audit

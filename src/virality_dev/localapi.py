@@ -62,7 +62,7 @@ from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-from .errors import ConfigurationError, ViralityError
+from virality.errors import ConfigurationError, ViralityError
 
 DATA_BUCKET = "virality-data-local"
 MODEL_BUCKET = "virality-models-local"
@@ -130,7 +130,7 @@ def repo_root() -> Path:
     env = os.environ.get("VIRALITY_REPO", "").strip()
     candidates = [Path(env).expanduser()] if env else []
     here = Path(__file__).resolve()
-    candidates += [here.parents[3], Path.cwd()]  # layers/virality/virality/localapi.py -> repo root
+    candidates += [here.parents[2], Path.cwd()]  # src/virality_dev/localapi.py -> repo root
     for candidate in candidates:
         if (candidate / "functions" / "predict" / "app.py").is_file():
             return candidate
@@ -673,7 +673,7 @@ def publish_sample_model(s3: LocalS3, *, data_bucket: str = DATA_BUCKET, model_b
                          prefix: str = "models/", rows: int = 7358, seed: int = 42, key: str = SAMPLE_KEY,
                          metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Upload synthetic sample data and train on it through the retrain handler; the record's summary."""
-    from .synthetic import sample_csv
+    from virality_dev.synthetic import sample_csv
 
     event = upload_training_file(s3.client(), data_bucket, key, sample_csv(rows, seed), metadata)
     response = invoke_retrain(event, model_bucket=model_bucket, prefix=prefix)
@@ -714,7 +714,7 @@ class ConsoleLogFormatter(LambdaPowertoolsFormatter):
 
 def use_console_logs() -> None:
     """Human-readable handler logs and no EMF metric lines (``virality serve --log-format console``)."""
-    from .observability import logger
+    from virality.observability import logger
 
     for handler in logger.handlers:
         handler.setFormatter(ConsoleLogFormatter())

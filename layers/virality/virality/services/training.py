@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import TIER_MIDPOINTS
-from .artifact import (
+from virality import TIER_MIDPOINTS
+from virality.artifact import (
     SCHEMA_VERSION,
     CalibrationInfo,
     ClassCounts,
@@ -22,15 +22,22 @@ from .artifact import (
     new_version_id,
     utc_now_iso,
 )
-from .calibration import calibration_summary, fit_temperature, fold_temperature
-from .datasets import DataFormat, Split, TrainingSet, load_training_data
-from .errors import ConfigurationError
-from .features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
-from .metrics import EvaluationReport, bootstrap_intervals, evaluate
-from .model import ViralityModel
-from .model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
-from .softmax import OPTIMIZERS, ProgressCallback, class_weights, fit, predict_labels, predict_proba
-from .tiering import Tiering
+from virality.data.datasets import DataFormat, Split, TrainingSet, load_training_data
+from virality.errors import ConfigurationError
+from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
+from virality.ml.features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
+from virality.ml.metrics import EvaluationReport, bootstrap_intervals, evaluate
+from virality.ml.model import ViralityModel
+from virality.ml.model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
+from virality.ml.softmax import (
+    OPTIMIZERS,
+    ProgressCallback,
+    class_weights,
+    fit,
+    predict_labels,
+    predict_proba,
+)
+from virality.ml.tiering import Tiering
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,7 @@ class TrainingConfig:
     l2 : float, "auto" or None
         ``lambda`` of ``(lambda/2)*||W||^2``; ``"auto"`` picks it by stratified
         k-fold cross-validation on the training split
-        (:func:`virality.model_selection.search_l2`). None (default) means
+        (:func:`virality.ml.model_selection.search_l2`). None (default) means
         ``"auto"`` for newton and the original's 0.001 for gd.
     calibration : {"temperature", "none"} or None
         ``temperature`` fits T on out-of-fold logits and publishes ``W/T, b/T``;

@@ -1,17 +1,17 @@
-"""Training on Apache Spark: the same model, objective and artifact as :mod:`virality.training`.
+"""Training on Apache Spark: the same model, objective and artifact as :mod:`virality.services.training`.
 
 Nothing here is a second model. Spark only moves data; every number that
 matters comes from the library's own functions, run on Spark's Arrow batches:
 
-* **records -> raw columns**: :class:`virality.features.RawColumnsBuilder`
+* **records -> raw columns**: :class:`virality.ml.features.RawColumnsBuilder`
   validates each record (``mapInPandas``), exactly as the single-node readers do;
-* **raw columns -> features, tiers**: :func:`virality.features.extract_features`
-  and :func:`virality.tiering.assign_tiers`, per batch;
-* **objective**: per block of rows, :func:`virality.softmax.loss_gradient` and
-  :func:`virality.softmax.hessian` (with ``l2 = 0``), multiplied back to sums and
+* **raw columns -> features, tiers**: :func:`virality.ml.features.extract_features`
+  and :func:`virality.ml.tiering.assign_tiers`, per batch;
+* **objective**: per block of rows, :func:`virality.ml.softmax.loss_gradient` and
+  :func:`virality.ml.softmax.hessian` (with ``l2 = 0``), multiplied back to sums and
   added up with ``treeAggregate``; the driver adds the ``(l2/2)||W||^2`` term.
   The sum of the blocks' data terms *is* the data term of the whole training
-  split, so Newton on it reaches the same optimum as :func:`virality.softmax.fit`.
+  split, so Newton on it reaches the same optimum as :func:`virality.ml.softmax.fit`.
 
 Fitted parameters come from the full data: tier cut points from every row,
 caps from every training row, with Spark's exact ``percentile`` (the same
@@ -26,14 +26,14 @@ millions of rows each tier's share differs from ``test_fraction`` by noise only.
 Each Newton pass reads the cached feature blocks once and returns the loss,
 gradient and Hessian together (on a cluster passes cost, not flops). Above
 :data:`WARM_START_MIN_ROWS` training rows, the library's own
-:func:`virality.softmax.fit` first runs on a strided subsample on the driver,
+:func:`virality.ml.softmax.fit` first runs on a strided subsample on the driver,
 so the full data needs about three passes.
 
-Defaults carry over from :func:`virality.training.train_model`: ``l2="auto"``
+Defaults carry over from :func:`virality.services.training.train_model`: ``l2="auto"``
 (lambda by cross-validation) and temperature calibration run the library's own
-:func:`virality.model_selection.search_l2` (or
-:func:`~virality.model_selection.out_of_fold_logits` for a fixed lambda) and
-:func:`virality.calibration.fit_temperature` on that same strided driver-side
+:func:`virality.ml.model_selection.search_l2` (or
+:func:`~virality.ml.model_selection.out_of_fold_logits` for a fixed lambda) and
+:func:`virality.ml.calibration.fit_temperature` on that same strided driver-side
 sample (:func:`driver_sample`, at most about :data:`WARM_START_ROWS` rows: all
 of them on small data); the exact Spark Newton fit at the chosen lambda then
 runs over every training row, and T is folded into its weights. The artifact
@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from . import TIER_MIDPOINTS
-from .artifact import (
+from virality import TIER_MIDPOINTS
+from virality.artifact import (
     SCHEMA_VERSION,
     CalibrationInfo,
     ClassCounts,
@@ -66,10 +66,11 @@ from .artifact import (
     new_version_id,
     utc_now_iso,
 )
-from .calibration import calibration_summary, fit_temperature, fold_temperature
-from .datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
-from .errors import ConfigurationError, DataValidationError
-from .features import (
+from virality.data.datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
+from virality.data.labels import LABEL_COLUMN
+from virality.errors import ConfigurationError, DataValidationError
+from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
+from virality.ml.features import (
     FEATURE_NAMES,
     N_FEATURES,
     Preprocessing,
@@ -79,13 +80,12 @@ from .features import (
     extract_features,
     feature_set_mask,
 )
-from .labels import LABEL_COLUMN
-from .metrics import bootstrap_intervals, evaluate
-from .model import ViralityModel
-from .model_selection import out_of_fold_logits, search_l2
-from .softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
-from .tiering import Tiering, assign_tiers
-from .training import TrainingConfig, TrainingOutcome, _embed_columns
+from virality.ml.metrics import bootstrap_intervals, evaluate
+from virality.ml.model import ViralityModel
+from virality.ml.model_selection import out_of_fold_logits, search_l2
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
+from virality.ml.tiering import Tiering, assign_tiers
+from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -321,7 +321,7 @@ def _quantiles(df: DataFrame, columns: list[str], probs: list[float], method: Qu
 
 
 def fit_tiering_spark(raw: DataFrame, rule: Tiering | None, method: QuantileMethod) -> Tiering:
-    """:func:`virality.tiering.fit_tiering` over every row of ``raw``."""
+    """:func:`virality.ml.tiering.fit_tiering` over every row of ``raw``."""
     rule = rule or Tiering()
     if rule.method == "thresholds":
         if rule.thresholds is None:
@@ -341,7 +341,7 @@ def _ratio_batches(batches):
 
 
 def fit_preprocessing_spark(train: DataFrame, method: QuantileMethod, quantile: float = 0.99) -> Preprocessing:
-    """:func:`virality.features.fit_preprocessing` over every training row."""
+    """:func:`virality.ml.features.fit_preprocessing` over every training row."""
     from pyspark.sql import functions as F
 
     names = list(Preprocessing.model_fields)
@@ -462,7 +462,7 @@ class SparkObjective:
 
 def newton(objective: SparkObjective, theta: np.ndarray, tol: float, max_iter: int
            ) -> tuple[np.ndarray, float, np.ndarray, int]:
-    """Damped Newton with Armijo backtracking, as :func:`virality.softmax.fit`; returns (theta, loss, grad, iterations).
+    """Damped Newton with Armijo backtracking, as :func:`virality.ml.softmax.fit`; returns (theta, loss, grad, iterations).
 
     Each evaluation is one pass and brings its Hessian along, so an accepted
     full step needs no extra pass.
@@ -500,7 +500,7 @@ def newton(objective: SparkObjective, theta: np.ndarray, tol: float, max_iter: i
 
 
 def _balanced_weights(counts: np.ndarray, cap_ratio: float = 3.0) -> np.ndarray:
-    """:func:`virality.softmax.class_weights` ``"balanced"`` from class counts (no row array needed)."""
+    """:func:`virality.ml.softmax.class_weights` ``"balanced"`` from class counts (no row array needed)."""
     present = counts > 0
     weights = np.zeros(counts.shape[0])
     weights[present] = counts.sum() / (present.sum() * counts[present])
@@ -573,7 +573,7 @@ def fit_blocks(blocks: Any, counts: np.ndarray, *, l2: float, class_weight: str 
     blocks : RDD of (ndarray (m, n_features), ndarray (m,))
     counts : ndarray of shape (5,)
     warm_start : bool or None
-        Start from the library's :func:`virality.softmax.fit` on a driver
+        Start from the library's :func:`virality.ml.softmax.fit` on a driver
         sample (None: when one is given, or above :data:`WARM_START_MIN_ROWS` rows).
     sample : DriverSample or None
         An already collected :func:`driver_sample` of ``blocks`` (no extra pass).
@@ -634,7 +634,7 @@ class ChosenFit:
 
 
 def _choose_and_fit(train_blocks: Any, counts: np.ndarray, config: TrainingConfig) -> ChosenFit:
-    """:func:`virality.training.train_model`'s steps over Spark blocks.
+    """:func:`virality.services.training.train_model`'s steps over Spark blocks.
 
     lambda search and temperature on one driver sample (the library's own
     code, as on one node), the exact fit over every block, T folded in.

@@ -19,7 +19,7 @@ outcome object that arrived in the window: n, accuracy, macro-F1, log-loss,
 Brier score, top-label ECE (10 equal-width bins) with a bootstrap 95%
 interval, classwise-ECE, maximum calibration error, the reliability table,
 and the population stability index of the outcomes' tier mix against the
-model's training mix. Every figure comes from :mod:`virality.metrics`, the
+model's training mix. Every figure comes from :mod:`virality.ml.metrics`, the
 code the trainer uses.
 
 Decision
@@ -57,11 +57,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from . import NUM_CLASSES
-from .artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
-from .calibration import calibration_summary, fit_temperature, fold_temperature
-from .datasets import DataFormat, Split, detect_format, read_csv, read_jsonl, read_seed_json, stratified_split
-from .errors import (
+from virality import NUM_CLASSES
+from virality.artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
+from virality.data.datasets import (
+    DataFormat,
+    Split,
+    detect_format,
+    read_csv,
+    read_jsonl,
+    read_seed_json,
+    stratified_split,
+)
+from virality.data.labels import read_label_views
+from virality.errors import (
     ArtifactValidationError,
     DataValidationError,
     ModelNotFoundError,
@@ -69,12 +77,12 @@ from .errors import (
     TrainingSourceNotFoundError,
     ViralityError,
 )
-from .features import RawVideos
-from .labels import read_label_views
-from .metrics import EvaluationReport, evaluate, population_stability_index
-from .model import ViralityModel
-from .registry import AuditStore, read_source
-from .tiering import assign_tiers
+from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
+from virality.ml.features import RawVideos
+from virality.ml.metrics import EvaluationReport, evaluate, population_stability_index
+from virality.ml.model import ViralityModel
+from virality.ml.tiering import assign_tiers
+from virality.store.s3 import AuditStore, read_source
 
 REPORT_SCHEMA = "virality-audit/1"
 #: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
@@ -408,7 +416,7 @@ def read_window(client: Any, config: AuditConfig, now: datetime) -> tuple[list[O
     Returns the parsed files, their provenance, the skipped files (with row
     and column) and the window id (the exact objects listed).
     """
-    from .registry import list_objects_between
+    from virality.store.s3 import list_objects_between
 
     since = now - timedelta(days=config.window_days)
     listed = list_objects_between(client, config.data_bucket, config.outcomes_prefix, since, now)
@@ -510,7 +518,7 @@ def run_audit(store: AuditStore, client: Any, config: AuditConfig,
         "decision": decision,
         "recalibration": recalibration,
     }
-    from .errors import VersionExistsError
+    from virality.errors import VersionExistsError
 
     try:
         store.write_audit_report(report_key, report)
@@ -540,10 +548,10 @@ def finish_pending_recalibration(store: AuditStore, outcomes: Sequence[Outcomes]
     recalibrated version promoted, so the retry audits *it* and would never call
     :func:`recalibrate` again. The claim names the version; its held-out half is
     recomputed (same preprocessing and tier cut points as its parent, same seed)
-    and :func:`virality.promotion.release` finishes the recorded decision.
+    and :func:`virality.services.promotion.release` finishes the recorded decision.
     Returns the finished version, or None when nothing was pending.
     """
-    from .promotion import Candidate, PromotionPolicy, release
+    from virality.services.promotion import Candidate, PromotionPolicy, release
 
     claim = store.get_json(store.claim_key(_recalibration_id(window)))
     if claim is None:
@@ -564,11 +572,11 @@ def recalibrate(store: AuditStore, model: ViralityModel, X: np.ndarray, tiers: n
 
     Publishing goes through the retrain protocol: a write-once claim of the
     window (one recalibration per window, whatever the model), then
-    :func:`virality.promotion.release` - the write-once version, the
+    :func:`virality.services.promotion.release` - the write-once version, the
     promotion gate on the held-out half and the conditional pointer write;
     a retry after a crash finishes the claimed version.
     """
-    from .promotion import Candidate, PromotionPolicy, release
+    from virality.services.promotion import Candidate, PromotionPolicy, release
 
     fit_idx, check_idx = stratified_split(tiers, 0.5, RECALIBRATION_SEED)
     check = Split(X[check_idx], tiers[check_idx], raw.take(check_idx) if raw is not None else None)
