@@ -16,10 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from virality.api import PredictRequest, _videos_fast, instances_to_matrix, parse_predict_request, predict
 from virality.errors import DataValidationError, RequestValidationError
-from virality.serving import load_bundled_model
-from virality.synthetic import sample_records
+from virality.http.api import (
+    PredictRequest,
+    _videos_fast,
+    instances_to_matrix,
+    parse_predict_request,
+    predict,
+)
+from virality.services.serving import load_bundled_model
+from virality_dev.synthetic import sample_records
 
 MODEL = load_bundled_model()
 
