@@ -669,6 +669,9 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
     """The response body for a validated request (single or batch)."""
     if request.X is not None:
         X = request.X
+        if not request.batch and not request.explain:      # the commonest request, kept short
+            probabilities, tier, score = model.predict_row(X[0].tolist())
+            return {"score": score, "tier": tier, "probabilities": probabilities, "modelVersion": model.version}
         ids: Sequence[str | None] = [None] * X.shape[0]
     elif request.videos is not None:
         X = model.featurize(request.videos)
