@@ -130,7 +130,7 @@ def quality_rows() -> list[list[str]]:
             return f"{value:.3f} [{iv[key].low:.3f}, {iv[key].high:.3f}]" if key in iv else f"{value:.3f}"
 
         t = f"{a.calibration.temperature:.3f}" if a.calibration and a.calibration.method == "temperature" else "–"
-        rows.append([label, f"{a.training.l2:g}", t, cell(r.accuracy, "accuracy"), cell(r.log_loss, "logLoss"),
+        rows.append([label, f"{a.training.l2:g}", t, cell(r.accuracy, "accuracy"), cell(r.logLoss, "logLoss"),
                      cell(r.ece, "ece"), f"{conf:.3f}"])
     return rows
 

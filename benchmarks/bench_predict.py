@@ -366,7 +366,7 @@ def main() -> None:
     try:
         app = load_handler_module()
         bare_handler, floor_handler = build_floors()
-        from virality_dev.localapi import LocalLambdaContext
+        from virality_dev.handlers import LocalLambdaContext
 
         ctx = LocalLambdaContext(function_name="PredictFunction", memory_limit_in_mb=1024, timeout_seconds=1e9)
         single_events = {"handler: features": load_event("predict-single.json"),

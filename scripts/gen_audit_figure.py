@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 try:
     import virality_dev  # noqa: F401
 except ImportError:
-    sys.path.insert(0, str(REPO / "layers" / "virality"))
+    sys.path[:0] = [str(REPO / "layers" / "virality"), str(REPO / "src")]
 
 OUT = REPO / "docs" / "img" / "audit-reliability.png"
 

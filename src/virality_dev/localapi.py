@@ -36,9 +36,7 @@ import base64
 import contextlib
 import copy
 import errno
-import importlib.util
 import io
-import itertools
 import json
 import logging
 import os
@@ -50,61 +48,27 @@ import time
 import traceback
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from virality.errors import ConfigurationError, ViralityError
+from virality_dev.events import api_event, s3_put_event
+from virality_dev.fakeaws import CONFLICTING_AWS_ENV, FAKE_CREDENTIALS, patched_environ
+from virality_dev.handlers import REGION, LocalLambdaContext, load_handler
 
 DATA_BUCKET = "virality-data-local"
 MODEL_BUCKET = "virality-models-local"
-REGION = "us-east-1"
 TRAINING_PREFIX = "training-data/"
 SAMPLE_KEY = "training-data/sample videos.csv"
 #: API Gateway REST refuses payloads above 10 MB before the function runs.
 API_GATEWAY_MAX_PAYLOAD = 10 * 1024 * 1024
 
-#: What LocalS3 sets in ``os.environ`` while it runs (the values are fake on purpose).
-_FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-#: Unset while LocalS3 runs: each could send a client elsewhere than the local endpoint.
-_CONFLICTING_AWS_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-
-
 # --------------------------------------------------------------------------- environment
-
-
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
-    """Set (``None``: unset) environment variables, restoring the previous values on exit."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -117,167 +81,7 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
 # --------------------------------------------------------------------------- handlers
 
 
-def repo_root() -> Path:
-    """The repository root (holding ``functions/``): ``$VIRALITY_REPO``, else found from this package.
-
-    Raises
-    ------
-    ConfigurationError
-        When neither location holds the handlers (e.g. an installed, non-editable package
-        without ``VIRALITY_REPO``).
-    """
-    tried: list[str] = []
-    env = os.environ.get("VIRALITY_REPO", "").strip()
-    candidates = [Path(env).expanduser()] if env else []
-    here = Path(__file__).resolve()
-    candidates += [here.parents[2], Path.cwd()]  # src/virality_dev/localapi.py -> repo root
-    for candidate in candidates:
-        if (candidate / "functions" / "predict" / "app.py").is_file():
-            return candidate
-        tried.append(str(candidate))
-    raise ConfigurationError("cannot find the Lambda handlers (functions/predict/app.py); looked in "
-                             + ", ".join(tried) + ". Set VIRALITY_REPO to the repository root.")
-
-
-_module_counter = itertools.count(1)
-
-
-def load_handler_module(function: str, module_name: str | None = None) -> ModuleType:
-    """Import ``functions/<function>/app.py`` by path, as a fresh module (a new "container").
-
-    Both handlers are called ``app.py``; each load gets its own module name.
-    """
-    path = repo_root() / "functions" / function / "app.py"
-    if not path.is_file():
-        raise ConfigurationError(f"no handler at {path}")
-    name = module_name or f"virality_local_{function}_app_{next(_module_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has a loader
-        raise ConfigurationError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-@dataclass
-class LocalLambdaContext:
-    """The attributes of ``LambdaContext`` the handlers and Powertools read."""
-
-    function_name: str = "virality-predict-local"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    timeout_seconds: float = 15.0
-    log_group_name: str = ""
-    log_stream_name: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]local")
-    _deadline: float = field(default=0.0, repr=False)
-
-    def __post_init__(self) -> None:
-        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
-        self._deadline = time.monotonic() + self.timeout_seconds
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
 # --------------------------------------------------------------------------- events
-
-
-def api_gateway_event(method: str, target: str, body: bytes | str | None = None,
-                      headers: Iterable[tuple[str, str]] | Mapping[str, str] = (), *,
-                      source_ip: str = "127.0.0.1", stage: str = "local", host: str = "127.0.0.1",
-                      request_id: str | None = None) -> dict[str, Any]:
-    """An API Gateway REST proxy event (resource ``/{proxy+}``) for one HTTP request.
-
-    ``target`` is the request target (path and query string, as on the request line).
-    A non-empty body is base64-encoded with ``isBase64Encoded: true``, as API Gateway
-    does for binary-safe proxying; an empty one is ``null``.
-    """
-    parts = urlsplit(target)
-    path = unquote(parts.path) or "/"
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    single_headers: dict[str, str] = {}
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in pairs:
-        single_headers[name] = value                  # API Gateway keeps the last value here
-        multi_headers.setdefault(name, []).append(value)
-    query: dict[str, str] = {}
-    multi_query: dict[str, list[str]] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        query[name] = value
-        multi_query.setdefault(name, []).append(value)
-    raw = body.encode() if isinstance(body, str) else body
-    now = datetime.now(UTC)
-    request_id = request_id or str(uuid.uuid4())
-    user_agent = next((v for k, v in reversed(pairs) if k.lower() == "user-agent"), None)
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method.upper(),
-        "headers": single_headers or None,
-        "multiValueHeaders": multi_headers or None,
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": {"proxy": path.lstrip("/")} if path.strip("/") else None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "resourceId": "local",
-            "resourcePath": "/{proxy+}",
-            "httpMethod": method.upper(),
-            "path": f"/{stage}{path}",
-            "stage": stage,
-            "requestId": request_id,
-            "extendedRequestId": request_id,
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "protocol": "HTTP/1.1",
-            "domainName": host,
-            "identity": {
-                "sourceIp": source_ip, "userAgent": user_agent, "accountId": None, "apiKey": None,
-                "caller": None, "user": None, "userArn": None, "accessKey": None,
-                "cognitoIdentityPoolId": None, "cognitoIdentityId": None,
-                "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None,
-            },
-        },
-        "body": base64.b64encode(raw).decode("ascii") if raw else None,
-        "isBase64Encoded": bool(raw),
-    }
-
-
-def s3_put_event(bucket: str, key: str, *, size: int, etag: str, version_id: str | None = None,
-                 region: str = REGION) -> dict[str, Any]:
-    """An S3 ``ObjectCreated:Put`` notification for an object just written.
-
-    Shaped like ``events/retrain-s3-put.json`` (``sam local generate-event s3 put``);
-    the key is URL-encoded (space -> ``+``) as S3 sends it.
-    """
-    template_path = repo_root() / "events" / "retrain-s3-put.json"
-    event = json.loads(template_path.read_text())
-    record = event["Records"][0]
-    now = datetime.now(UTC)
-    record["awsRegion"] = region
-    record["eventTime"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-    record["s3"]["bucket"]["name"] = bucket
-    record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
-    obj = record["s3"]["object"]
-    obj.update(key=quote_plus(key, safe="/"), size=size, eTag=etag.strip('"'),
-               sequencer=f"{time.time_ns():X}"[-18:])
-    if version_id:
-        obj["versionId"] = version_id
-    else:
-        obj.pop("versionId", None)
-    return event
 
 
 def _normalise_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -391,9 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._gateway_error(413, f"request body exceeds the API Gateway limit of {API_GATEWAY_MAX_PAYLOAD} bytes",
                                 request_id, close=True)
             return
-        event = api_gateway_event(self.command, self.path, body, list(self.headers.items()),
-                                  source_ip=self.client_address[0], stage=self.server.api.stage,
-                                  host=self.headers.get("Host", self.server.api.host), request_id=request_id)
+        event = api_event(self.command, self.path, raw_body=body, headers=list(self.headers.items()),
+                          source_ip=self.client_address[0], stage=self.server.api.stage,
+                          host=self.headers.get("Host", self.server.api.host), request_id=request_id)
         try:
             status, headers, data = _normalise_response(self.server.api.invoke(event))
         except Exception:
@@ -476,7 +280,7 @@ class LocalApi:
         self._env_ctx.__enter__()
         try:
             if self._handler is None:
-                self.module = load_handler_module("predict")
+                self.module = load_handler("predict")
                 self._handler = self.module.lambda_handler
             try:
                 self._server = _Server((self.host, self.requested_port), self)
@@ -594,9 +398,9 @@ class LocalS3:
             raise ConfigurationError(f"cannot start the local S3 on {self.host}:{self.requested_port}: {exc}") from None
         self._server = server
         self.port = int(server.get_host_and_port()[1])
-        env: dict[str, str | None] = {**_FAKE_AWS_ENV, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
-                                      "AWS_ENDPOINT_URL_S3": self.endpoint_url}
-        env.update(dict.fromkeys(_CONFLICTING_AWS_ENV))
+        env: dict[str, str | None] = dict.fromkeys(CONFLICTING_AWS_ENV)
+        env.update({**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
+                    "AWS_ENDPOINT_URL_S3": self.endpoint_url})
         self._env_ctx = patched_environ(env)
         self._env_ctx.__enter__()
         with LocalS3._active_lock:
@@ -661,7 +465,7 @@ def upload_training_file(client: Any, bucket: str, key: str, body: bytes,
 def invoke_retrain(event: dict[str, Any], *, model_bucket: str, prefix: str = "models/",
                    module: ModuleType | None = None, quiet: bool = True) -> dict[str, Any]:
     """Deliver an S3 notification to the retrain Lambda's ``lambda_handler``; returns its response."""
-    module = module or load_handler_module("retrain")
+    module = module or load_handler("retrain")
     env = {"MODEL_BUCKET": model_bucket, "MODEL_PREFIX": prefix, "TRAINING_PREFIX": TRAINING_PREFIX}
     context = LocalLambdaContext(function_name="virality-retrain-local", memory_limit_in_mb=3008,
                                  timeout_seconds=900)

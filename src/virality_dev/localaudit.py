@@ -18,6 +18,8 @@ from typing import Any
 from virality.config import OUTCOMES_PREFIX
 from virality.errors import ViralityError
 from virality_dev import localapi
+from virality_dev.fakeaws import patched_environ
+from virality_dev.handlers import LocalLambdaContext, load_handler
 
 #: The synthetic outcomes used when none are given: a later draw of the sample generator.
 SAMPLE_OUTCOME_ROWS, SAMPLE_OUTCOME_SEED = 2000, 20261201
@@ -38,12 +40,12 @@ def invoke_audit(event: dict[str, Any] | None = None, *, model_bucket: str, data
                  prefix: str = "models/", env: Mapping[str, str] | None = None, module: ModuleType | None = None,
                  quiet: bool = True) -> dict[str, Any]:
     """Run the audit Lambda's ``lambda_handler`` once; returns its summary."""
-    module = module or localapi.load_handler_module("audit")
+    module = module or load_handler("audit")
     variables = {"MODEL_BUCKET": model_bucket, "DATA_BUCKET": data_bucket, "MODEL_PREFIX": prefix,
                  **dict(env or {})}
-    context = localapi.LocalLambdaContext(function_name="virality-audit-local", memory_limit_in_mb=1024,
+    context = LocalLambdaContext(function_name="virality-audit-local", memory_limit_in_mb=1024,
                                           timeout_seconds=300)
-    with localapi.patched_environ(variables), \
+    with patched_environ(variables), \
             (contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()):
         return module.lambda_handler(dict(event or {}), context)
 

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event, load_event
+from tests.integration.helpers import MODEL_BUCKET, version_id
+from tests.integration.test_predict_loading import logged, model_info, predict, start
 from virality.artifact import dump_artifact
 from virality.services.serving import FALLBACK_RETRY_SECONDS
-
-from .conftest import MODEL_BUCKET, version_id
-from .test_predict_loading import logged, model_info, predict, start
+from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

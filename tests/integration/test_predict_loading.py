@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event, load_event
+from tests.integration.helpers import MODEL_BUCKET, version_id
 from virality.services.serving import FALLBACK_RETRY_SECONDS
-
-from .conftest import MODEL_BUCKET, version_id
+from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -63,9 +62,8 @@ def forbidden(*args, **kwargs):
 boto3.client = forbidden
 boto3.session.Session.client = forbidden
 botocore.session.Session.create_client = forbidden
-spec = importlib.util.spec_from_file_location("predict_app", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+from virality_dev.handlers import load_handler
+module = load_handler("predict")
 assert module._provider is None, "the model must not be loaded at import"
 print("xray" if "aws_xray_sdk" in sys.modules else "no-xray")
 """
@@ -77,9 +75,11 @@ def test_importing_the_handler_creates_no_boto_client() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from virality_dev.handlers import repo_root
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality")}
+    ROOT = repo_root()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "virality"), str(ROOT / "src")])}
     proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, str(ROOT / "functions" / "predict" / "app.py")],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

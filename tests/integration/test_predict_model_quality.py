@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event
-
-from .conftest import version_id
+from tests.integration.helpers import version_id
+from virality_dev.events import api_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -14,13 +14,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
 from virality.artifact import new_version_id
 from virality.data.datasets import load_training_data
 from virality.services.promotion import Candidate, PromotionPolicy, release
 from virality.services.training import train_model
 from virality.store.s3 import ModelRegistry
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 def _candidate(seed: int, version: str | None = None) -> Candidate:

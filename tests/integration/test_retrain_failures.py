@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
 from virality.store import s3 as registry_module
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests import export_samples as ex
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
+from virality_dev.fakeaws import MODEL_BUCKET
 from virality_dev.synthetic import sample_records
 
 

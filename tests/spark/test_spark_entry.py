@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET
 from tests.integration.retrain_helpers import all_keys
 from virality.store.s3 import ModelRegistry
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
 from virality_dev.synthetic import sample_csv
 from virality_spark.entry import EXIT_DATA, main
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from tests.unit.helpers import PINNED_CONFIG
 from virality.data.datasets import TrainingSet, load_training_data
 from virality.ml.features import FEATURE_NAMES
 from virality.services.training import TrainingConfig, TrainingOutcome, train_file
@@ -19,8 +20,6 @@ from virality_dev.synthetic import sample_csv, sample_jsonl
 
 SAMPLE_ROWS = 1500
 SAMPLE_SEED = 7
-#: Today's exact optimum: the original's lambda, no calibration.
-PINNED_CONFIG = TrainingConfig(l2=1e-3, calibration="none")
 
 VALID_RECORD: dict[str, object] = {
     "views": 10_000,

@@ -153,9 +153,9 @@ def test_predict_reports_bad_lines_and_keeps_going(model_path: Path, capsys: pyt
 
 def test_versions_and_rollback_move_the_pointer(s3: Any, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import MODEL_BUCKET
     from virality.services.training import format_report, train_file
     from virality.store.s3 import ModelRegistry, Pointer
+    from virality_dev.fakeaws import MODEL_BUCKET
     from virality_dev.synthetic import sample_csv
 
     registry = ModelRegistry(MODEL_BUCKET, "models/", lambda: s3)

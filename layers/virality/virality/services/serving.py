@@ -38,7 +38,7 @@ from virality.errors import ArtifactValidationError, ModelNotFoundError, Pointer
 from virality.ml.features import N_FEATURES
 from virality.ml.model import ViralityModel
 from virality.observability import logger
-from virality.store.s3 import ModelRegistry
+from virality.store.s3 import ModelRegistry, storage_errors
 
 ModelSource = Literal["published", "pinned", "bundled"]
 
@@ -62,7 +62,7 @@ def error_kind(exc: BaseException) -> str:
         return "InvalidArtifact"
     if isinstance(exc, ModelNotFoundError):
         return "ModelNotFound"
-    if isinstance(exc, _storage_errors()):
+    if isinstance(exc, storage_errors()):
         return "StorageUnavailable"
     return "InternalError"
 
@@ -70,13 +70,13 @@ def error_kind(exc: BaseException) -> str:
 def _is_data_incident(exc: BaseException) -> bool:
     """A published object that can never load (corrupt, inconsistent, crashing the loader), as opposed
     to an outage that may pass."""
-    return isinstance(exc, ArtifactValidationError) or not isinstance(exc, (*_storage_errors(), ViralityError))
+    return isinstance(exc, ArtifactValidationError) or not isinstance(exc, (*storage_errors(), ViralityError))
 
 
 def _log_failure(message: str, exc: BaseException, **extra: Any) -> None:
     detail = f"{type(exc).__name__}: {exc}"
     fields = {**extra, "error_kind": error_kind(exc), "error": detail}
-    if not isinstance(exc, (*_storage_errors(), ViralityError)):
+    if not isinstance(exc, (*storage_errors(), ViralityError)):
         logger.exception(message, extra=fields)      # a bug or a hostile file: keep the traceback
     elif isinstance(exc, ArtifactValidationError):
         logger.error(message, extra=fields)          # a data incident
@@ -100,12 +100,6 @@ def load_bundled_model() -> ViralityModel:
     """The baseline model shipped inside the package (trained on synthetic data)."""
     data = resources.files("virality").joinpath("baseline/ml-weights.json").read_bytes()
     return ViralityModel(load_artifact(data, source="bundled baseline"))
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (BotoCoreError, ClientError)
 
 
 class ModelProvider:

@@ -21,15 +21,14 @@ runs in the Lambda, and its EMR Serverless client is created on first use.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
 from virality.config import RetrainSettings, _EnvSettings, _prefix
 from virality.errors import ConfigurationError
-from virality.store.s3 import _NOT_FOUND, _is_client_error_in
+from virality.store.emr import SparkLauncher
+from virality.store.s3 import head_source
 
 #: Default SPARK_MIN_BYTES (see the module docstring).
 DEFAULT_SPARK_MIN_BYTES = 256 * 1024 * 1024
@@ -117,39 +116,6 @@ def job_request(bucket: str, key: str, version_id: str | None, source_id: str, s
     return request
 
 
-ClientFactory = Callable[[], Any]
-
-
-def default_emr_client() -> Any:
-    """An EMR Serverless client (region and endpoint from the environment), without importing boto3."""
-    import botocore.session
-
-    return botocore.session.get_session().create_client("emr-serverless")
-
-
-class SparkLauncher:
-    """Starts Spark job runs; the one place that talks to EMR Serverless (lazy client)."""
-
-    def __init__(self, settings: SparkSettings, client_factory: ClientFactory | None = None) -> None:
-        self.settings = settings
-        self._factory = client_factory or default_emr_client
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._factory()
-        return self._client
-
-    def submit(self, bucket: str, key: str, version_id: str | None, source_id: str) -> str:
-        """Start the training job run of one object; returns its job-run id."""
-        response = self.client.start_job_run(**job_request(bucket, key, version_id, source_id, self.settings))
-        return str(response["jobRunId"])
-
-
 def route_upload(s3_client: Any, bucket: str, key: str, version_id: str | None, settings: SparkSettings,
                  launcher: SparkLauncher | None = None) -> dict[str, Any] | None:
     """Hand a large upload to Spark; None when the Lambda should train it itself.
@@ -161,22 +127,15 @@ def route_upload(s3_client: Any, bucket: str, key: str, version_id: str | None, 
     """
     if not settings.enabled:
         return None
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        kwargs["VersionId"] = version_id
-    try:
-        head = s3_client.head_object(**kwargs)
-    except Exception as exc:
-        if _is_client_error_in(exc, _NOT_FOUND | {"400", "403"}):
-            return None     # the Lambda's own read reports the missing object as a data error
-        raise
-    size = int(head.get("ContentLength", 0))
-    if not should_use_spark(size, settings):
+    head = head_source(s3_client, bucket, key, version_id)
+    if head is None:
+        return None     # the Lambda's own read reports the missing object as a data error
+    if not should_use_spark(head.size, settings):
         return None
-    version = head.get("VersionId") or version_id
+    size, version = head.size, head.version_id or version_id
     # The retrain Lambda's source id: the Lambda and Spark share one claim per object.
-    source_id = f"{bucket}/{key}#{version or head['ETag']}"
-    job_run_id = (launcher or SparkLauncher(settings)).submit(bucket, key, version, source_id)
+    source_id = f"{bucket}/{key}#{version or head.etag}"
+    job_run_id = (launcher or SparkLauncher()).submit(job_request(bucket, key, version, source_id, settings))
     return {"status": "submitted", "jobRunId": job_run_id, "sourceVersion": version,
             "reason": f"{size} bytes > SPARK_MIN_BYTES {settings.spark_min_bytes}: EMR Serverless job run "
                       f"{job_run_id} on application {settings.spark_application_id}"}

@@ -29,14 +29,8 @@ from virality.ml.features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, 
 from virality.ml.metrics import EvaluationReport, bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
-from virality.ml.softmax import (
-    OPTIMIZERS,
-    ProgressCallback,
-    class_weights,
-    fit,
-    predict_labels,
-    predict_proba,
-)
+from virality.ml.softmax import class_weights, predict_labels, predict_proba
+from virality.ml.solvers import ProgressCallback, Solver, fit, make_solver
 from virality.ml.tiering import Tiering
 
 
@@ -90,8 +84,7 @@ class TrainingConfig:
     bootstrap: int = 1000
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigurationError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        self.solver()           # the optimizer name and its options are checked where solvers are made
         if self.class_weight not in ("none", "balanced"):
             raise ConfigurationError(f"class weight must be 'none' or 'balanced', got {self.class_weight!r}")
         if isinstance(self.l2, str):
@@ -117,6 +110,12 @@ class TrainingConfig:
             raise ConfigurationError(f"cv folds must be >= 2, got {self.cv_folds!r}")
         if self.bootstrap < 0:
             raise ConfigurationError(f"bootstrap resamples must be >= 0, got {self.bootstrap!r}")
+
+    def solver(self) -> Solver:
+        """The solver this configuration trains with (Newton: ``tol``, ``max_iter``; gd: ``seed``)."""
+        if self.optimizer == "gd":
+            return make_solver("gd", seed=self.seed, tol=self.tol)
+        return make_solver(self.optimizer, tol=self.tol, max_iter=self.max_iter)
 
     @property
     def resolved_l2(self) -> float | str:
@@ -188,9 +187,8 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
         coef_init, intercept_init = search.coef, search.intercept      # polish the search's own fit
     else:
         l2 = float(l2_mode)
-    result = fit(X_fit, y, optimizer=config.optimizer, l2_reg_strength=l2, sample_weight=sample_weight,
-                 tol=config.tol, max_iter=config.max_iter, seed=config.seed, callback=progress,
-                 coef_init=coef_init, intercept_init=intercept_init)
+    result = fit(X_fit, y, l2_reg_strength=l2, sample_weight=sample_weight, solver=config.solver(),
+                 callback=progress, coef_init=coef_init, intercept_init=intercept_init)
     coef, intercept = _embed_columns(result.coef, mask), result.intercept
     calibration_info = None
     if calibration == "temperature":
@@ -198,9 +196,8 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
             oof = search.oof_logits
         else:
             def fit_fold(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                r = fit(X_fit[tr], y[tr], optimizer=config.optimizer, l2_reg_strength=l2,
-                        sample_weight=None if sample_weight is None else sample_weight[tr],
-                        tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+                r = fit(X_fit[tr], y[tr], l2_reg_strength=l2, solver=config.solver(),
+                        sample_weight=None if sample_weight is None else sample_weight[tr])
                 return r.coef, r.intercept
 
             oof, _ = out_of_fold_logits(X_fit, y, fit_fold, n_folds=config.cv_folds, seed=config.seed)
@@ -232,7 +229,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer=result.optimizer, l2=l2, classWeight=config.class_weight,
             iterations=result.n_iter, finalObjective=result.objective, gradientNorm=result.grad_norm,
@@ -306,29 +303,29 @@ def format_report(artifact: ModelArtifact) -> str:
         m = artifact.metrics
         r = m.test
         lines += ["",
-                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majority_baseline_accuracy:.4f}, "
+                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majorityBaselineAccuracy:.4f}, "
                   f"train accuracy {m.trainAccuracy:.4f})",
-                  f"macro-F1        {r.macro_f1:.4f}",
-                  f"log-loss        {r.log_loss:.4f}",
+                  f"macro-F1        {r.macroF1:.4f}",
+                  f"log-loss        {r.logLoss:.4f}",
                   f"ECE (10 bins)   {r.ece:.4f}"]
         if r.brier is not None:
-            lines += [f"classwise-ECE   {r.classwise_ece:.4f}",
+            lines += [f"classwise-ECE   {r.classwiseEce:.4f}",
                       f"MCE (10 bins)   {r.mce:.4f}",
                       f"Brier           {r.brier:.4f}"]
         if m.testIntervals:
             lines += ["", "bootstrap 95% intervals (test split, "
-                      f"{next(iter(m.testIntervals.values())).n_resamples} resamples)"]
+                      f"{next(iter(m.testIntervals.values())).nResamples} resamples)"]
             lines += [f"  {name:<10}  {iv.estimate:.4f}  [{iv.low:.4f}, {iv.high:.4f}]"
                       for name, iv in m.testIntervals.items()]
         if r.reliability:
             lines += ["", "reliability (top-tier confidence bin: rows, mean confidence, accuracy)"]
-            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.mean_confidence:.3f}  {b.accuracy:.3f}"
+            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.meanConfidence:.3f}  {b.accuracy:.3f}"
                       for b in r.reliability if b.count]
         lines += ["", "tier  precision  recall     f1  support"]
-        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.per_class]
+        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.perClass]
         lines += ["", "confusion matrix (rows = actual tier, columns = predicted)",
                   "      " + "".join(f"{k:>7}" for k in range(1, 6))]
-        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusion_matrix)]
+        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusionMatrix)]
     elif artifact.accuracy is not None:
         lines.append(f"test accuracy   {artifact.accuracy:.4f}")
     return "\n".join(lines) + "\n"

@@ -51,6 +51,16 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed S3 call raises (for callers that must tell them from bugs).
+
+    Imported on first use: botocore's exceptions module is part of the client import anyway.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
 def _is_client_error_in(exc: Exception, codes: set[str]) -> bool:
     """Whether ``exc`` is a botocore ``ClientError`` whose error code is one of ``codes``."""
     from botocore.exceptions import ClientError
@@ -391,6 +401,29 @@ class ModelRegistry:
             except (ValidationError, ModelNotFoundError):
                 continue
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHead:
+    """Size and identity of a training object, without its body."""
+
+    size: int
+    version_id: str | None
+    etag: str
+
+
+def head_source(client: Any, bucket: str, key: str, version_id: str | None) -> SourceHead | None:
+    """``HEAD`` a training object (exact version when given); None when it is missing or unreadable."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        head = client.head_object(**kwargs)
+    except Exception as exc:
+        if _is_client_error_in(exc, _NOT_FOUND | {"400", "403"}):
+            return None
+        raise
+    return SourceHead(int(head.get("ContentLength", 0)), head.get("VersionId"), head["ETag"])
 
 
 def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_bytes: int) -> SourceObject:
