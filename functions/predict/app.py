@@ -192,8 +192,8 @@ def _internal(exc: Exception) -> Response:
 
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document of these routes, generated from the pydantic models."""
-    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) costs
-    # ~40 ms, so it is resolved only here, when the document is generated.
+    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) is a
+    # visible share of the cold start, so it is resolved only here, when the document is generated.
     from aws_lambda_powertools.event_handler.openapi.params import Body
 
     globals()["Body"] = Body
@@ -230,8 +230,8 @@ else:  # pragma: no cover
 
 # In a Lambda environment everything imported so far lives as long as the container: move
 # it out of the cyclic garbage collector's reach, so later collections (the rest of the cold
-# start, warm invocations) never rescan it. Measured: cold start 1.52x -> 1.31x of the
-# boto3+numpy floor (benchmarks/bench_cold_start.py). Not done elsewhere (tests reimport this
+# start, warm invocations) never rescan it (its effect on the cold start: docs/benchmarks.md,
+# cold start). Not done elsewhere (tests reimport this
 # module many times in one process).
 if _IN_LAMBDA:
     gc.freeze()

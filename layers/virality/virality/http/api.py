@@ -330,7 +330,7 @@ def decode_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
             raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
                                          [{"field": "body", "message": "too large"}], status=413)
         try:
-            raw = binascii.a2b_base64(raw, strict_mode=True)   # ~10x b64decode(validate=True)
+            raw = binascii.a2b_base64(raw, strict_mode=True)   # much faster than b64decode(validate=True)
         except (binascii.Error, ValueError):
             raise RequestValidationError("body is marked base64 but is not valid base64",
                                          [{"field": "body", "message": "invalid base64"}], status=400) from None
@@ -708,7 +708,7 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
 
 
 def dumps_response(obj: Any) -> str:
-    """Response serializer: orjson (~10x the standard library on large batches).
+    """Response serializer: orjson (far faster than the standard library on large batches).
 
     Falls back to the standard library for what orjson refuses (e.g. a lone
     surrogate echoed back in a ``videoId``).

@@ -115,8 +115,8 @@ def default_client_factory() -> Any:
     """A new S3 client (credentials, region and ``AWS_ENDPOINT_URL_S3`` from the environment).
 
     ``boto3.client("s3")`` is a thin wrapper over exactly this call; going to
-    botocore directly skips importing boto3, ~80 ms of every cold start
-    (benchmarks/bench_cold_start.py).
+    botocore directly skips importing boto3, a large share of every cold start
+    (docs/benchmarks.md, cold start).
     """
     import botocore.session
 
