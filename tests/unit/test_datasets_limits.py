@@ -153,3 +153,17 @@ def test_values_numpy_would_convert_silently_still_name_row_and_column(seed_json
     with pytest.raises(DataValidationError) as info:
         read_seed_json(json.dumps(doc).encode(), "seed.json")
     assert (info.value.row, info.value.column) == (4, "commentRate")
+
+
+def test_handed_over_file_bytes_are_not_kept_by_the_holder():
+    """FileBytes gives the loader the only reference, so it can free the file once parsed."""
+    from virality.datasets import FileBytes, load_training_data
+    from virality.synthetic import sample_csv
+
+    data = sample_csv(300, 7)
+    handed = FileBytes(data)
+    expected = load_training_data(data, "x.csv")
+    got = load_training_data(handed, "x.csv")
+    assert np.array_equal(got.train.X, expected.train.X) and got.sha256 == expected.sha256
+    with pytest.raises(RuntimeError, match="already taken"):
+        handed.take()

@@ -87,6 +87,30 @@ class TrainingSet:
     label_column: str | None = None     # "views", or "labelViews" (label horizon); None for seed JSON
 
 
+# --------------------------------------------------------------------------- handing the file over
+
+
+class FileBytes:
+    """The bytes of a training file, handed over to :func:`load_training_data`.
+
+    A caller that keeps no other reference lets the loader free the file as soon
+    as it is tokenised, before the feature table is built: the file (68 B per CSV
+    row) is then no longer part of the peak (see docs/spark.md, "Scaling").
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def take(self) -> bytes:
+        """The bytes, once; this holder keeps no reference to them afterwards."""
+        data, self._data = self._data, None
+        if data is None:
+            raise RuntimeError("the file bytes were already taken")
+        return data
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -791,14 +815,15 @@ def build_training_set(raw: RawVideos, *, source: str, sha256: str, fmt: DataFor
                                seed=seed, tiering=tiering, label_views=label_views)
 
 
-def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None = None,
+def load_training_data(data: bytes | FileBytes, source: str = "", *, fmt: DataFormat | None = None,
                        test_fraction: float = 0.2, seed: int = 42, tiering: Tiering | None = None) -> TrainingSet:
     """Detect, parse, validate and split a training file.
 
     Parameters
     ----------
-    data : bytes
-        The whole file.
+    data : bytes or FileBytes
+        The whole file; handed over as :class:`FileBytes`, it is freed once
+        parsed (raw formats), before the features are built.
     source : str
         Its name (S3 key or path), used in messages and provenance.
     fmt : {"seed-json", "csv", "jsonl"}, optional
@@ -808,6 +833,8 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
     ------
     DataValidationError
     """
+    if isinstance(data, FileBytes):
+        data = data.take()
     fmt = fmt or detect_format(data, source)
     digest = hashlib.sha256(data).hexdigest()
     if fmt == "seed-json":
@@ -821,6 +848,7 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
     if label_views is not None and label_views.shape[0] != len(raw):
         raise DataValidationError(f"{label_views.shape[0]} labelViews values for {len(raw)} records",
                                   location=source or None, column="labelViews")
+    del data        # the last reference when the caller handed the file over: freed before the table is built
     # Hand the columns over without keeping `raw`: the split then replaces them one by one.
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     del raw
