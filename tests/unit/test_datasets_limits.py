@@ -155,6 +155,23 @@ def test_values_numpy_would_convert_silently_still_name_row_and_column(seed_json
     assert (info.value.row, info.value.column) == (4, "commentRate")
 
 
+@pytest.mark.parametrize("word", ["false", "null", "NaN", "Infinity"])
+def test_words_among_the_numbers_leave_the_plain_path(seed_json_doc, word):
+    doc = json.dumps(seed_json_doc)
+    assert datasets._plain_numbers(doc.encode())
+    spoiled = doc.replace("[[", f"[[{word}, ", 1)              # a word in the first feature row
+    assert not datasets._plain_numbers(spoiled.encode())
+
+
+def test_a_long_first_line_is_classified_without_its_end(monkeypatch):
+    monkeypatch.setattr(datasets, "DETECT_PARSE_BYTES", 64)
+    seed_line = b'{"featureNames": [' + b"0," * 100 + b'0], "trainSet": {}}'
+    assert datasets.detect_format(seed_line) == "seed-json"
+    assert datasets.detect_format(b"\n" + seed_line[:40] + b" " * 80 + b'"trainSet": 1}\n') == "seed-json"
+    jsonl = b'{"views": 1, "caption": "' + b"x" * 200 + b'"}\n{"views": 2, "trainSet": 3}\n'
+    assert datasets.detect_format(jsonl) == "jsonl"            # the key is on a later line only
+
+
 def test_handed_over_file_bytes_are_not_kept_by_the_holder():
     """FileBytes gives the loader the only reference, so it can free the file once parsed."""
     from virality.datasets import FileBytes, load_training_data

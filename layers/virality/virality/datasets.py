@@ -21,8 +21,9 @@ import hashlib
 import io
 import json
 import math
+import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,12 +133,19 @@ def detect_format(data: bytes, source: str = "") -> DataFormat:
     if head == b"{":
         if lower.endswith((".jsonl", ".ndjson")):
             return "jsonl"
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
         # A seed file is one JSON document (usually spread over many lines or with
         # "trainSet" on its first line); JSON Lines has a whole object per line.
-        if end - start > DETECT_PARSE_BYTES:
+        end = data.find(b"\n", start, start + DETECT_PARSE_BYTES + 1)
+        if end < 0 and len(data) - start > DETECT_PARSE_BYTES:
+            # A first line longer than the limit: a seed key early on it settles it without
+            # scanning a one-line 50 MB document for its end; otherwise look along the whole line.
+            window = start + DETECT_PARSE_BYTES
+            if any(data.find(k, start, window) >= 0 for k in _SEED_KEYS):
+                return "seed-json"
+            end = data.find(b"\n", window)
+            end = len(data) if end < 0 else end
             return "seed-json" if any(data.find(k, start, end) >= 0 for k in _SEED_KEYS) else "jsonl"
+        end = len(data) if end < 0 else end
         try:
             obj = jiter.from_json(data[start:end], allow_inf_nan=True)
         except ValueError:      # not a whole document on one line (or too deep): not JSON Lines
@@ -243,6 +251,19 @@ def _seed_split(doc: Mapping[str, object], name: str, source: str, plain_numbers
 _SEED_QUOTES = 2 * (7 + N_FEATURES)
 
 
+#: What a document of plain numbers holds besides its strings and braces: dropped in one
+#: pass (``bytes.translate``), what is left is small enough to look at in Python.
+_NUMBER_BYTES = b"0123456789+-.eE,[] \t\r\n"
+
+
+def _plain_numbers(body: bytes) -> bool:
+    """True when the only strings are the seed keys and names and nothing else is a word
+    (``true``, ``false``, ``null``, ``NaN``): one pass over the document instead of four."""
+    rest = body.translate(None, _NUMBER_BYTES)
+    parts = rest.split(b'"')
+    return len(parts) == _SEED_QUOTES + 1 and all(not p.strip(b"{}:") for p in parts[::2])
+
+
 def _parse_training_json(data: bytes, source: str, row: int | None = None) -> object:
     """One JSON document from training data: depth-bounded, duplicate keys refused.
 
@@ -287,8 +308,7 @@ def read_seed_json(data: bytes, source: str = "") -> tuple[Split, Split]:
                     location=source or None, column="featureNames")
         raise DataValidationError(f"featureNames has {len(names)} names, expected {N_FEATURES}",
                                   location=source or None, column="featureNames")
-    plain = (len(doc) == 3 and body.count(b'"') == _SEED_QUOTES
-             and body.find(b"true") < 0 and body.find(b"false") < 0 and body.find(b"null") < 0)
+    plain = len(doc) == 3 and _plain_numbers(body)
     return _seed_split(doc, "trainSet", source, plain), _seed_split(doc, "testSet", source, plain)
 
 
@@ -815,6 +835,20 @@ def build_training_set(raw: RawVideos, *, source: str, sha256: str, fmt: DataFor
                                seed=seed, tiering=tiering, label_views=label_views)
 
 
+def _sha256_beside(data: bytes) -> Callable[[], str]:
+    """The file's SHA-256, computed on another thread while this one parses (hashlib releases
+    the GIL); call the result to wait for it."""
+    box: list[str] = []
+    worker = threading.Thread(target=lambda: box.append(hashlib.sha256(data).hexdigest()), daemon=True)
+    worker.start()
+
+    def result() -> str:
+        worker.join()
+        return box[0]
+
+    return result
+
+
 def load_training_data(data: bytes | FileBytes, source: str = "", *, fmt: DataFormat | None = None,
                        test_fraction: float = 0.2, seed: int = 42, tiering: Tiering | None = None) -> TrainingSet:
     """Detect, parse, validate and split a training file.
@@ -836,11 +870,11 @@ def load_training_data(data: bytes | FileBytes, source: str = "", *, fmt: DataFo
     if isinstance(data, FileBytes):
         data = data.take()
     fmt = fmt or detect_format(data, source)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = _sha256_beside(data)
     if fmt == "seed-json":
         train, test = read_seed_json(data, source)
         _check_splits(train, test, source)
-        return TrainingSet(fmt, source, digest, train, test, None, None)
+        return TrainingSet(fmt, source, digest(), train, test, None, None)
     raw = read_csv(data, source) if fmt == "csv" else read_jsonl(data, source)
     from .labels import read_label_views
 
@@ -848,11 +882,12 @@ def load_training_data(data: bytes | FileBytes, source: str = "", *, fmt: DataFo
     if label_views is not None and label_views.shape[0] != len(raw):
         raise DataValidationError(f"{label_views.shape[0]} labelViews values for {len(raw)} records",
                                   location=source or None, column="labelViews")
+    sha256 = digest()
     del data        # the last reference when the caller handed the file over: freed before the table is built
     # Hand the columns over without keeping `raw`: the split then replaces them one by one.
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     del raw
-    return _build_training_set(columns, source=source, sha256=digest, fmt=fmt, test_fraction=test_fraction,
+    return _build_training_set(columns, source=source, sha256=sha256, fmt=fmt, test_fraction=test_fraction,
                                seed=seed, tiering=tiering, label_views=label_views)
 
 
