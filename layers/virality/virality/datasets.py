@@ -727,6 +727,13 @@ def read_jsonl(data: bytes, source: str = "") -> RawVideos:
 # --------------------------------------------------------------------------- split + assemble
 
 
+def _distinct(tiers: np.ndarray) -> np.ndarray:
+    """``np.unique(tiers)``; by counting (no sort or hash of n values) for small non-negative integers."""
+    if tiers.dtype.kind in "iu" and tiers.size and int(tiers.min()) >= 0 and int(tiers.max()) < 1 << 16:
+        return np.flatnonzero(np.bincount(tiers)).astype(tiers.dtype)
+    return np.unique(tiers)
+
+
 def stratified_split(tiers: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split: per tier, ``round(n_c * test_fraction)`` rows go to test.
 
@@ -737,7 +744,7 @@ def stratified_split(tiers: np.ndarray, test_fraction: float, seed: int) -> tupl
         raise DataValidationError(f"test fraction must lie in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for tier in np.unique(tiers):
+    for tier in _distinct(tiers):
         idx = rng.permutation(np.flatnonzero(tiers == tier))
         n_test = round(idx.size * test_fraction)
         if idx.size >= 2:
@@ -752,7 +759,7 @@ def _check_splits(train: Split, test: Split, source: str) -> None:
         raise DataValidationError("the training split is empty", location=source or None)
     if test.X.shape[0] == 0:
         raise DataValidationError("the test split is empty (too few rows?)", location=source or None)
-    n_classes = int(np.unique(train.tiers).size)
+    n_classes = int(_distinct(train.tiers).size)
     if n_classes < 2:
         raise DataValidationError(f"the training split has {n_classes} tier(s); at least 2 are needed",
                                   location=source or None)
@@ -809,7 +816,7 @@ def _build_training_set(columns: dict[str, np.ndarray], *, source: str, sha256: 
     fitted_tiering = fit_tiering(outcome, tiering)
     tiers = assign_tiers(outcome, fitted_tiering)
     del outcome
-    if np.unique(tiers).size < 2:
+    if _distinct(tiers).size < 2:
         raise DataValidationError("all videos fall in one tier; at least 2 are needed", location=source or None)
     train_idx, test_idx = stratified_split(tiers, test_fraction, seed)
     raw_train, raw_test = _split_columns(columns, train_idx, test_idx)
