@@ -23,7 +23,7 @@ from .artifact import (
     utc_now_iso,
 )
 from .calibration import calibration_summary, fit_temperature, fold_temperature
-from .datasets import DataFormat, Split, TrainingSet, load_training_data
+from .datasets import DataFormat, FileBytes, Split, TrainingSet, load_training_data
 from .errors import ConfigurationError
 from .features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
 from .metrics import EvaluationReport, bootstrap_intervals, evaluate
@@ -277,7 +277,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     return TrainingOutcome(artifact, ViralityModel(artifact), report, ts)
 
 
-def train_file(data: bytes, source: str, config: TrainingConfig | None = None, *,
+def train_file(data: bytes | FileBytes, source: str, config: TrainingConfig | None = None, *,
                fmt: DataFormat | None = None, model_version: str | None = None,
                progress: ProgressCallback | None = None) -> TrainingOutcome:
     """Parse, validate, split and train from the bytes of a training file."""
