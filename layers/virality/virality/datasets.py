@@ -743,15 +743,15 @@ def stratified_split(tiers: np.ndarray, test_fraction: float, seed: int) -> tupl
     if not 0.0 < test_fraction < 1.0:
         raise DataValidationError(f"test fraction must lie in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    in_test = np.zeros(tiers.shape[0], dtype=bool)
     for tier in _distinct(tiers):
         idx = rng.permutation(np.flatnonzero(tiers == tier))
         n_test = round(idx.size * test_fraction)
         if idx.size >= 2:
             n_test = min(max(n_test, 1), idx.size - 1)
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        in_test[idx[:n_test]] = True
+    # sorted index arrays by marking, not by sorting n indices
+    return np.flatnonzero(~in_test), np.flatnonzero(in_test)
 
 
 def _check_splits(train: Split, test: Split, source: str) -> None:
