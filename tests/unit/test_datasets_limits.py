@@ -184,3 +184,22 @@ def test_handed_over_file_bytes_are_not_kept_by_the_holder():
     assert np.array_equal(got.train.X, expected.train.X) and got.sha256 == expected.sha256
     with pytest.raises(RuntimeError, match="already taken"):
         handed.take()
+
+
+def test_retrain_hands_the_s3_body_over_to_the_reader(monkeypatch):
+    """The retrain path keeps no reference to the body, so the reader can free it once parsed."""
+    from virality import retraining
+    from virality.registry import SourceObject
+    from virality.training import TrainingConfig
+
+    source = SourceObject("b", "training-data/x.csv", None, '"e"', sample_csv(50, 1), {})
+    seen = []
+
+    def loader(data, where, **kwargs):
+        seen.append((type(data).__name__, source.body))
+        raise DataValidationError("stop here")
+
+    monkeypatch.setattr(retraining, "load_training_data", loader)
+    with pytest.raises(DataValidationError, match="stop here"):
+        retraining.retrain(None, source, TrainingConfig(), None)      # type: ignore[arg-type]
+    assert seen == [("FileBytes", b"")]
