@@ -187,3 +187,13 @@ def test_above_search_rows_lambda_and_temperature_come_from_a_sample_and_the_fit
 def test_search_rows_must_leave_every_fold_some_rows():
     with pytest.raises(ConfigurationError, match="search rows"):
         TrainingConfig(search_rows=3)
+
+
+def test_bootstrap_resamples_are_capped_by_draws_only_for_very_large_test_splits():
+    from virality.training import BOOTSTRAP_DRAWS, bootstrap_resamples
+
+    assert bootstrap_resamples(1000, 200_000) == 1000
+    assert bootstrap_resamples(1000, 2_000_000) == 1000
+    assert bootstrap_resamples(1000, 8_000_000) == BOOTSTRAP_DRAWS // 8_000_000 == 250
+    assert bootstrap_resamples(1000, 10**9) == 200            # never fewer than MIN_BOOTSTRAP_RESAMPLES
+    assert bootstrap_resamples(50, 8_000_000) == 50           # a smaller request is kept
