@@ -34,7 +34,7 @@ CHILD = {
     "numpy": """
 import json, sys, time
 from pathlib import Path
-from virality.training import TrainingConfig, train_file
+from virality.services.training import TrainingConfig, train_file
 t = time.perf_counter()
 data = Path(sys.argv[1]).read_bytes()
 out = train_file(data, sys.argv[1], TrainingConfig(**json.loads(sys.argv[2])))
@@ -44,8 +44,8 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "iterations": 
 """,
     "spark": """
 import json, sys, time
-from virality.sparktrain import spark_session, train_spark
-from virality.training import TrainingConfig
+from virality_spark.train import spark_session, train_spark
+from virality.services.training import TrainingConfig
 t0 = time.perf_counter()
 spark = spark_session("local[2]", "bench")
 spark.sparkContext.setLogLevel("ERROR")
@@ -112,7 +112,7 @@ def main() -> None:
     args = p.parse_args()
     config = {"bootstrap": 0} if args.defaults else FIXED
     sys.path.insert(0, str(LIBRARY))
-    from virality.synthetic import sample_csv
+    from virality_dev.synthetic import sample_csv
 
     print("| rows | engine | train time (s) | + Spark start (s) | passes | peak RSS, process tree (MiB) "
           "| objective | time spark/numpy | memory spark/numpy |")

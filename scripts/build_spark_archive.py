@@ -3,7 +3,7 @@
     python scripts/build_spark_archive.py [--out build/spark]
 
 writes ``spark_entry.py`` (the job's ``entryPoint``) and ``virality-spark.zip``
-(the ``virality`` package, importable from the zip). Upload both to
+(the ``virality`` and ``virality_spark`` packages, importable from the zip). Upload both to
 ``s3://<data bucket>/emr/code/`` (README, "Training on Spark").
 """
 
@@ -15,18 +15,20 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "layers" / "virality" / "virality"
+# The runtime library and the Spark trainer; the dev package (CLI, local API) stays out.
+PACKAGES = (ROOT / "layers" / "virality" / "virality", ROOT / "src" / "virality_spark")
 
 
 def build(out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     archive = out / "virality-spark.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(PACKAGE.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                zf.write(path, path.relative_to(PACKAGE.parent).as_posix())
+        for package in PACKAGES:
+            for path in sorted(package.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    zf.write(path, path.relative_to(package.parent).as_posix())
     entry = out / "spark_entry.py"
-    shutil.copyfile(PACKAGE / "spark_entry.py", entry)
+    shutil.copyfile(PACKAGES[1] / "entry.py", entry)
     return archive, entry
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from virality.artifact import load_artifact
-from virality.cli import EXIT_DATA, main
-from virality.synthetic import sample_csv, sample_jsonl
+from virality_dev.cli import EXIT_DATA, main
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 
 def test_train_with_the_spark_engine_writes_a_valid_artifact(spark: Any, tmp_path: Path,
@@ -40,7 +40,7 @@ def test_train_with_the_spark_engine_and_the_default_options(spark: Any, tmp_pat
     assert t.l2 == t.l2Search.chosen and t.l2Search.sampleRows == artifact.data.rows.train
     assert artifact.calibration.method == "temperature" and artifact.calibration.nSamples == artifact.data.rows.train
     assert artifact.featureSet == "full"
-    assert artifact.metrics.testIntervals["accuracy"].n_resamples == 50
+    assert artifact.metrics.testIntervals["accuracy"].nResamples == 50
     report = capsys.readouterr().out
     assert "l2 search" in report and "calibration     temperature" in report
     assert f"{artifact.data.rows.train}-row driver sample" in report

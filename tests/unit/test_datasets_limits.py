@@ -10,10 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from virality import datasets, training
-from virality.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
+from virality.data import datasets
+from virality.data.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
 from virality.errors import DataValidationError
-from virality.synthetic import sample_csv, sample_records
+from virality.services import training
+from virality_dev.synthetic import sample_csv, sample_records
 
 DEPTH = 100_000
 
@@ -174,8 +175,8 @@ def test_a_long_first_line_is_classified_without_its_end(monkeypatch):
 
 def test_handed_over_file_bytes_are_not_kept_by_the_holder():
     """FileBytes gives the loader the only reference, so it can free the file once parsed."""
-    from virality.datasets import FileBytes, load_training_data
-    from virality.synthetic import sample_csv
+    from virality.data.datasets import FileBytes, load_training_data
+    from virality_dev.synthetic import sample_csv
 
     data = sample_csv(300, 7)
     handed = FileBytes(data)
@@ -188,9 +189,9 @@ def test_handed_over_file_bytes_are_not_kept_by_the_holder():
 
 def test_retrain_hands_the_s3_body_over_to_the_reader(monkeypatch):
     """The retrain path keeps no reference to the body, so the reader can free it once parsed."""
-    from virality import retraining
-    from virality.registry import SourceObject
-    from virality.training import TrainingConfig
+    from virality.services import retraining
+    from virality.services.training import TrainingConfig
+    from virality.store.s3 import SourceObject
 
     source = SourceObject("b", "training-data/x.csv", None, '"e"', sample_csv(50, 1), {})
     seen = []
