@@ -96,7 +96,7 @@ class _BrokenPointer:
     etag: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceObject:
     """A training object read from S3."""
 
@@ -106,6 +106,11 @@ class SourceObject:
     etag: str
     body: bytes
     metadata: dict[str, str]
+
+    def take_body(self) -> bytes:
+        """The body, leaving ``b""`` here: a reader given the only reference can free it once parsed."""
+        body, self.body = self.body, b""
+        return body
 
 
 ClientFactory = Callable[[], Any]
