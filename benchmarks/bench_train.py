@@ -8,7 +8,7 @@ Data (synthetic, see ``virality_dev.synthetic``):
 * 1,000,000 rows straight from ``generate_columns`` -> ``RawVideos`` ->
   ``fit_preprocessing`` / ``extract_features`` and quintile tiers, without a CSV.
 
-Peers: our Newton (``virality.ml.softmax.fit``), our seed-faithful ``gd`` (at the
+Peers: our Newton (``virality.ml.solvers.fit``), our seed-faithful ``gd`` (at the
 large size only if its estimated run time fits the budget), and scikit-learn
 ``LogisticRegression(C=1/(l2*n), solver="lbfgs")`` at its default ``tol=1e-4``
 and at ``tol=1e-6`` (tightened further if that is not within 1e-6 of our
@@ -52,7 +52,7 @@ from _common import (
 )
 
 from virality.data import datasets
-from virality.ml import features, softmax, tiering
+from virality.ml import features, softmax, solvers, tiering
 from virality_dev import synthetic
 
 L2 = 1e-3
@@ -126,7 +126,7 @@ def fit_method(method: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
         with threadpool_limits(limits=1, user_api="blas"):
             return fit_method("newton", X, y)
     if method in ("newton", "gd"):
-        r = softmax.fit(X, y, optimizer=method, l2_reg_strength=L2)
+        r = solvers.fit(X, y, optimizer=method, l2_reg_strength=L2)
         return r.coef, r.intercept, r.n_iter
     from sklearn.linear_model import LogisticRegression
 

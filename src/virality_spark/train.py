@@ -83,7 +83,8 @@ from virality.ml.features import (
 from virality.ml.metrics import bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import out_of_fold_logits, search_l2
-from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, hessian, loss_gradient, predict_proba
+from virality.ml.solvers import fit
 from virality.ml.tiering import Tiering, assign_tiers
 from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
 
@@ -816,7 +817,7 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer="newton", l2=chosen.l2, classWeight=config.class_weight, iterations=result.n_iter,
             finalObjective=result.objective, gradientNorm=result.grad_norm, converged=result.converged,

@@ -20,7 +20,8 @@ from virality.data.datasets import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import fold_temperature
 from virality.ml.features import feature_set_mask
-from virality.ml.softmax import fit, objective, predict_proba
+from virality.ml.softmax import objective, predict_proba
+from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig, train_model
 from virality_dev.synthetic import sample_csv
 from virality_spark import train as sparktrain

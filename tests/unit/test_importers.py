@@ -29,8 +29,8 @@ from virality.data.importers import (
     to_canonical_csv,
 )
 from virality.errors import ConfigurationError, DataValidationError
-from virality.ml.features import raw_videos_from_records
 from virality_dev.synthetic import sample_records
+from virality_dev.testing import raw_videos_from_records
 
 
 @pytest.fixture(scope="module")

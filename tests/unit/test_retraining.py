@@ -7,6 +7,7 @@ same protocol through the handler; these call :func:`virality.services.retrainin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -67,7 +68,9 @@ def _source(name: str, seed: int, *, metadata: dict[str, str] | None = None, bod
 
 def _run(store: MemoryStore, source: SourceObject, clock: dict[str, float], *,
          policy: PromotionPolicy | None = None, timeout: float = 900.0) -> RetrainSummary:
-    return retrain(store, source, PINNED_CONFIG, policy or PromotionPolicy(), deadline=clock["now"] + timeout)
+    # A copy per delivery, as each one reads the object anew: retrain takes the body over.
+    return retrain(store, dataclasses.replace(source), PINNED_CONFIG, policy or PromotionPolicy(),
+                   deadline=clock["now"] + timeout)
 
 
 def _pointer(store: MemoryStore) -> dict[str, Any] | None:

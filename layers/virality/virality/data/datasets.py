@@ -21,8 +21,9 @@ import hashlib
 import io
 import json
 import math
+import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,6 +88,30 @@ class TrainingSet:
     label_column: str | None = None     # "views", or "labelViews" (label horizon); None for seed JSON
 
 
+# --------------------------------------------------------------------------- handing the file over
+
+
+class FileBytes:
+    """The bytes of a training file, handed over to :func:`load_training_data`.
+
+    A caller that keeps no other reference lets the loader free the file as soon
+    as it is tokenised, before the feature table is built: the file (68 B per CSV
+    row) is then no longer part of the peak (see docs/spark.md, "Scaling").
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def take(self) -> bytes:
+        """The bytes, once; this holder keeps no reference to them afterwards."""
+        data, self._data = self._data, None
+        if data is None:
+            raise RuntimeError("the file bytes were already taken")
+        return data
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -108,12 +133,19 @@ def detect_format(data: bytes, source: str = "") -> DataFormat:
     if head == b"{":
         if lower.endswith((".jsonl", ".ndjson")):
             return "jsonl"
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
         # A seed file is one JSON document (usually spread over many lines or with
         # "trainSet" on its first line); JSON Lines has a whole object per line.
-        if end - start > DETECT_PARSE_BYTES:
+        end = data.find(b"\n", start, start + DETECT_PARSE_BYTES + 1)
+        if end < 0 and len(data) - start > DETECT_PARSE_BYTES:
+            # A first line longer than the limit: a seed key early on it settles it without
+            # scanning a one-line 50 MB document for its end; otherwise look along the whole line.
+            window = start + DETECT_PARSE_BYTES
+            if any(data.find(k, start, window) >= 0 for k in _SEED_KEYS):
+                return "seed-json"
+            end = data.find(b"\n", window)
+            end = len(data) if end < 0 else end
             return "seed-json" if any(data.find(k, start, end) >= 0 for k in _SEED_KEYS) else "jsonl"
+        end = len(data) if end < 0 else end
         try:
             obj = jiter.from_json(data[start:end], allow_inf_nan=True)
         except ValueError:      # not a whole document on one line (or too deep): not JSON Lines
@@ -219,6 +251,19 @@ def _seed_split(doc: Mapping[str, object], name: str, source: str, plain_numbers
 _SEED_QUOTES = 2 * (7 + N_FEATURES)
 
 
+#: What a document of plain numbers holds besides its strings and braces: dropped in one
+#: pass (``bytes.translate``), what is left is small enough to look at in Python.
+_NUMBER_BYTES = b"0123456789+-.eE,[] \t\r\n"
+
+
+def _plain_numbers(body: bytes) -> bool:
+    """True when the only strings are the seed keys and names and nothing else is a word
+    (``true``, ``false``, ``null``, ``NaN``): one pass over the document instead of four."""
+    rest = body.translate(None, _NUMBER_BYTES)
+    parts = rest.split(b'"')
+    return len(parts) == _SEED_QUOTES + 1 and all(not p.strip(b"{}:") for p in parts[::2])
+
+
 def _parse_training_json(data: bytes, source: str, row: int | None = None) -> object:
     """One JSON document from training data: depth-bounded, duplicate keys refused.
 
@@ -263,8 +308,7 @@ def read_seed_json(data: bytes, source: str = "") -> tuple[Split, Split]:
                     location=source or None, column="featureNames")
         raise DataValidationError(f"featureNames has {len(names)} names, expected {N_FEATURES}",
                                   location=source or None, column="featureNames")
-    plain = (len(doc) == 3 and body.count(b'"') == _SEED_QUOTES
-             and body.find(b"true") < 0 and body.find(b"false") < 0 and body.find(b"null") < 0)
+    plain = len(doc) == 3 and _plain_numbers(body)
     return _seed_split(doc, "trainSet", source, plain), _seed_split(doc, "testSet", source, plain)
 
 
@@ -683,6 +727,13 @@ def read_jsonl(data: bytes, source: str = "") -> RawVideos:
 # --------------------------------------------------------------------------- split + assemble
 
 
+def _distinct(tiers: np.ndarray) -> np.ndarray:
+    """``np.unique(tiers)``; by counting (no sort or hash of n values) for small non-negative integers."""
+    if tiers.dtype.kind in "iu" and tiers.size and int(tiers.min()) >= 0 and int(tiers.max()) < 1 << 16:
+        return np.flatnonzero(np.bincount(tiers)).astype(tiers.dtype)
+    return np.unique(tiers)
+
+
 def stratified_split(tiers: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split: per tier, ``round(n_c * test_fraction)`` rows go to test.
 
@@ -692,15 +743,15 @@ def stratified_split(tiers: np.ndarray, test_fraction: float, seed: int) -> tupl
     if not 0.0 < test_fraction < 1.0:
         raise DataValidationError(f"test fraction must lie in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
-    train, test = [], []
-    for tier in np.unique(tiers):
+    in_test = np.zeros(tiers.shape[0], dtype=bool)
+    for tier in _distinct(tiers):
         idx = rng.permutation(np.flatnonzero(tiers == tier))
         n_test = round(idx.size * test_fraction)
         if idx.size >= 2:
             n_test = min(max(n_test, 1), idx.size - 1)
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        in_test[idx[:n_test]] = True
+    # sorted index arrays by marking, not by sorting n indices
+    return np.flatnonzero(~in_test), np.flatnonzero(in_test)
 
 
 def _check_splits(train: Split, test: Split, source: str) -> None:
@@ -708,7 +759,7 @@ def _check_splits(train: Split, test: Split, source: str) -> None:
         raise DataValidationError("the training split is empty", location=source or None)
     if test.X.shape[0] == 0:
         raise DataValidationError("the test split is empty (too few rows?)", location=source or None)
-    n_classes = int(np.unique(train.tiers).size)
+    n_classes = int(_distinct(train.tiers).size)
     if n_classes < 2:
         raise DataValidationError(f"the training split has {n_classes} tier(s); at least 2 are needed",
                                   location=source or None)
@@ -765,7 +816,7 @@ def _build_training_set(columns: dict[str, np.ndarray], *, source: str, sha256: 
     fitted_tiering = fit_tiering(outcome, tiering)
     tiers = assign_tiers(outcome, fitted_tiering)
     del outcome
-    if np.unique(tiers).size < 2:
+    if _distinct(tiers).size < 2:
         raise DataValidationError("all videos fall in one tier; at least 2 are needed", location=source or None)
     train_idx, test_idx = stratified_split(tiers, test_fraction, seed)
     raw_train, raw_test = _split_columns(columns, train_idx, test_idx)
@@ -791,14 +842,29 @@ def build_training_set(raw: RawVideos, *, source: str, sha256: str, fmt: DataFor
                                seed=seed, tiering=tiering, label_views=label_views)
 
 
-def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None = None,
+def _sha256_beside(data: bytes) -> Callable[[], str]:
+    """The file's SHA-256, computed on another thread while this one parses (hashlib releases
+    the GIL); call the result to wait for it."""
+    box: list[str] = []
+    worker = threading.Thread(target=lambda: box.append(hashlib.sha256(data).hexdigest()), daemon=True)
+    worker.start()
+
+    def result() -> str:
+        worker.join()
+        return box[0]
+
+    return result
+
+
+def load_training_data(data: bytes | FileBytes, source: str = "", *, fmt: DataFormat | None = None,
                        test_fraction: float = 0.2, seed: int = 42, tiering: Tiering | None = None) -> TrainingSet:
     """Detect, parse, validate and split a training file.
 
     Parameters
     ----------
-    data : bytes
-        The whole file.
+    data : bytes or FileBytes
+        The whole file; handed over as :class:`FileBytes`, it is freed once
+        parsed (raw formats), before the features are built.
     source : str
         Its name (S3 key or path), used in messages and provenance.
     fmt : {"seed-json", "csv", "jsonl"}, optional
@@ -808,12 +874,14 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
     ------
     DataValidationError
     """
+    if isinstance(data, FileBytes):
+        data = data.take()
     fmt = fmt or detect_format(data, source)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = _sha256_beside(data)
     if fmt == "seed-json":
         train, test = read_seed_json(data, source)
         _check_splits(train, test, source)
-        return TrainingSet(fmt, source, digest, train, test, None, None)
+        return TrainingSet(fmt, source, digest(), train, test, None, None)
     raw = read_csv(data, source) if fmt == "csv" else read_jsonl(data, source)
     from virality.data.labels import read_label_views
 
@@ -821,10 +889,12 @@ def load_training_data(data: bytes, source: str = "", *, fmt: DataFormat | None 
     if label_views is not None and label_views.shape[0] != len(raw):
         raise DataValidationError(f"{label_views.shape[0]} labelViews values for {len(raw)} records",
                                   location=source or None, column="labelViews")
+    sha256 = digest()
+    del data        # the last reference when the caller handed the file over: freed before the table is built
     # Hand the columns over without keeping `raw`: the split then replaces them one by one.
     columns = {name: getattr(raw, name) for name in RawVideos.__slots__}
     del raw
-    return _build_training_set(columns, source=source, sha256=digest, fmt=fmt, test_fraction=test_fraction,
+    return _build_training_set(columns, source=source, sha256=sha256, fmt=fmt, test_fraction=test_fraction,
                                seed=seed, tiering=tiering, label_views=label_views)
 
 

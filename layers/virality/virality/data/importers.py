@@ -63,7 +63,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -915,8 +915,3 @@ def preset_loader(key: str, metadata: Mapping[str, str]) -> Callable[..., Traini
     """
     name = preset_for_object(key, metadata)
     return None if name is None else functools.partial(load_mapped_training_data, mapping=preset(name))
-
-
-def available_presets() -> Iterable[tuple[str, str]]:
-    """``(name, description)`` of each built-in preset."""
-    return ((name, doc["description"]) for name, doc in PRESETS.items())

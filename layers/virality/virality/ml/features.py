@@ -15,7 +15,7 @@ on the training split only and stored in the model artifact.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -351,14 +351,6 @@ class RawColumnsBuilder:
         return RawVideos(**{name: np.asarray(col, dtype=np.float64) for name, col in self._cols.items()})
 
 
-def raw_videos_from_records(records: Sequence[Mapping[str, object]], location: str | None = None) -> RawVideos:
-    """Validate a sequence of raw video mappings (rows numbered from 0)."""
-    builder = RawColumnsBuilder(location)
-    for i, record in enumerate(records):
-        builder.add(record, row=i)
-    return builder.build()
-
-
 # --------------------------------------------------------------------------- bridge
 
 BRIDGE_DEFAULTS: dict[str, float] = {
@@ -412,11 +404,6 @@ def feature_vector_to_ml_input(fv: Mapping[str, float | None]) -> np.ndarray:
     for name, value in values.items():
         x[FEATURE_INDEX[name]] = value
     return x
-
-
-def named_features_to_vector(features: Mapping[str, float]) -> np.ndarray:
-    """Order a mapping of the 15 named features into a vector of shape (15,)."""
-    return np.array([float(features[name]) for name in FEATURE_NAMES], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- feature sets

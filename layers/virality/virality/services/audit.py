@@ -292,12 +292,12 @@ def audit_figures(model: ViralityModel, X: np.ndarray, tiers: np.ndarray, *, n_r
     tier_mix: dict[str, Any] = {"outcomes": mix.tolist(), "training": train_mix,
                                 "psi": population_stability_index(np.asarray(train_mix), mix) if train_mix else None}
     return ModelAudit(
-        modelVersion=model.version, rows=n, accuracy=report.accuracy, macroF1=report.macro_f1,
-        logLoss=report.log_loss, brier=report.brier, ece=report.ece,
+        modelVersion=model.version, rows=n, accuracy=report.accuracy, macroF1=report.macroF1,
+        logLoss=report.logLoss, brier=report.brier, ece=report.ece,
         eceInterval={"low": ece_iv["low"], "high": ece_iv["high"], "level": ece_iv["level"],
                      "nResamples": ece_iv["nResamples"]},
-        classwiseEce=report.classwise_ece, maxCalibrationError=report.mce, reliability=doc["reliability"],
-        intervals=doc["intervals"], confusionMatrix=report.confusion_matrix, tierMix=tier_mix), report
+        classwiseEce=report.classwiseEce, maxCalibrationError=report.mce, reliability=doc["reliability"],
+        intervals=doc["intervals"], confusionMatrix=report.confusionMatrix, tierMix=tier_mix), report
 
 
 def _prediction_log(outcomes: Sequence[Outcomes]) -> dict[str, Any]:
