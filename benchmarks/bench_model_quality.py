@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _common import docs_target, environment, markdown_table, parser, verdict, write_section
 
-from virality.data import datasets
+from virality.data import datasets, split
 from virality.ml import features, solvers, tiering
 from virality.ml.model_selection import DEFAULT_L2_GRID, search_l2, stratified_folds
 from virality.services.training import TrainingConfig, train_file
@@ -69,7 +69,7 @@ def large_split(rows: int) -> tuple[np.ndarray, np.ndarray]:
         hasTrendingSound=cols["hasTrendingSound"].astype(float), captionLength=cols["captionLength"],
         weekday=((cols["postedAt"] // 86400 + 3) % 7).astype(float), hour=((cols["postedAt"] // 3600) % 24))
     tiers = tiering.assign_tiers(raw.views, tiering.fit_tiering(raw.views))
-    train_idx, _ = datasets.stratified_split(tiers, 0.2, SEED)
+    train_idx, _ = split.stratified_split(tiers, 0.2, SEED)
     raw_train = raw.take(train_idx)
     X = features.extract_features(raw_train, features.fit_preprocessing(raw_train))
     return X, tiers[train_idx] - 1

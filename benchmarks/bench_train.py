@@ -52,6 +52,7 @@ from _common import (
 )
 
 from virality.data import datasets
+from virality.data.readers import csv_records
 from virality.ml import features, softmax, solvers, tiering
 from virality_dev import synthetic
 
@@ -89,7 +90,7 @@ def raw_from_columns(cols: dict[str, np.ndarray]) -> features.RawVideos:
 def check_columns_path(rows: int = 2000) -> None:
     """The no-CSV shortcut must give the same RawVideos as the CSV reader."""
     fast = raw_from_columns(synthetic.generate_columns(rows, SEED))
-    slow = datasets.read_csv(synthetic.sample_csv(rows, SEED), "check.csv")
+    slow = csv_records.read_csv(synthetic.sample_csv(rows, SEED), "check.csv")
     for name in features.RawVideos.__slots__:
         a, b = getattr(fast, name), getattr(slow, name)
         if not np.array_equal(a, b, equal_nan=True):

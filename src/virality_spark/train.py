@@ -66,8 +66,9 @@ from virality.artifact import (
     new_version_id,
     utc_now_iso,
 )
-from virality.data.datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
 from virality.data.labels import LABEL_COLUMN
+from virality.data.readers.csv_records import REQUIRED_COLUMNS, _SlowPath, _vectorised_csv
+from virality.data.split import Split
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import (

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from virality.artifact import dump_artifact, load_artifact
-from virality.data.datasets import Split, TrainingSet
+from virality.data.split import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import fold_temperature
 from virality.ml.features import feature_set_mask

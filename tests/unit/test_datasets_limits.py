@@ -10,8 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from virality.data import datasets
-from virality.data.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
+from virality.data import readers
+from virality.data.datasets import load_training_data
+from virality.data.readers import csv_records, seed_json
+from virality.data.readers.csv_records import MAX_COLUMNS, read_csv
+from virality.data.readers.json_lines import read_jsonl
+from virality.data.readers.seed_json import read_seed_json
 from virality.errors import DataValidationError
 from virality.services import training
 from virality_dev.synthetic import sample_csv, sample_records
@@ -123,11 +127,11 @@ class _NoScan(list):
 
 
 def test_header_check_is_linear_and_names_duplicates():
-    names = [f"c{i}" for i in range(MAX_COLUMNS - 14)] + list(datasets.REQUIRED_COLUMNS) + ["caption", "c7"]
+    names = [f"c{i}" for i in range(MAX_COLUMNS - 14)] + list(csv_records.REQUIRED_COLUMNS) + ["caption", "c7"]
     with pytest.raises(DataValidationError) as info:
-        datasets._check_header(_NoScan(names), "dup.csv")
+        csv_records._check_header(_NoScan(names), "dup.csv")
     assert info.value.column == "c7" and "duplicated" in str(info.value)
-    datasets._check_header(_NoScan(names[:-1]), "ok.csv")
+    csv_records._check_header(_NoScan(names[:-1]), "ok.csv")
 
 
 # --------------------------------------------------------------------------- seed JSON: fast path == checked path
@@ -136,8 +140,8 @@ def test_header_check_is_linear_and_names_duplicates():
 def test_plain_seed_document_takes_the_vectorised_path_and_matches_the_checked_one(seed_json_doc, monkeypatch):
     data = json.dumps(seed_json_doc).encode()
     checked: list[str] = []
-    real = datasets._seed_split_checked
-    monkeypatch.setattr(datasets, "_seed_split_checked", lambda *a: checked.append(a[1]) or real(*a))
+    real = seed_json._seed_split_checked
+    monkeypatch.setattr(seed_json, "_seed_split_checked", lambda *a: checked.append(a[1]) or real(*a))
     fast_train, fast_test = read_seed_json(data, "seed.json")
     assert checked == []                                       # nothing needed the value-by-value check
     doc = json.loads(data)
@@ -159,18 +163,18 @@ def test_values_numpy_would_convert_silently_still_name_row_and_column(seed_json
 @pytest.mark.parametrize("word", ["false", "null", "NaN", "Infinity"])
 def test_words_among_the_numbers_leave_the_plain_path(seed_json_doc, word):
     doc = json.dumps(seed_json_doc)
-    assert datasets._plain_numbers(doc.encode())
+    assert seed_json._plain_numbers(doc.encode())
     spoiled = doc.replace("[[", f"[[{word}, ", 1)              # a word in the first feature row
-    assert not datasets._plain_numbers(spoiled.encode())
+    assert not seed_json._plain_numbers(spoiled.encode())
 
 
 def test_a_long_first_line_is_classified_without_its_end(monkeypatch):
-    monkeypatch.setattr(datasets, "DETECT_PARSE_BYTES", 64)
+    monkeypatch.setattr(seed_json, "DETECT_PARSE_BYTES", 64)
     seed_line = b'{"featureNames": [' + b"0," * 100 + b'0], "trainSet": {}}'
-    assert datasets.detect_format(seed_line) == "seed-json"
-    assert datasets.detect_format(b"\n" + seed_line[:40] + b" " * 80 + b'"trainSet": 1}\n') == "seed-json"
+    assert readers.detect_format(seed_line) == "seed-json"
+    assert readers.detect_format(b"\n" + seed_line[:40] + b" " * 80 + b'"trainSet": 1}\n') == "seed-json"
     jsonl = b'{"views": 1, "caption": "' + b"x" * 200 + b'"}\n{"views": 2, "trainSet": 3}\n'
-    assert datasets.detect_format(jsonl) == "jsonl"            # the key is on a later line only
+    assert readers.detect_format(jsonl) == "jsonl"            # the key is on a later line only
 
 
 def test_handed_over_file_bytes_are_not_kept_by_the_holder():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.unit.helpers import PINNED_CONFIG
-from virality.data.datasets import Split, load_training_data
+from virality.data.datasets import load_training_data
+from virality.data.split import Split
 from virality.errors import ConfigurationError
 from virality.ml.features import extract_features
 from virality.ml.metrics import evaluate

@@ -70,7 +70,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from virality.data.datasets import TrainingSet, build_training_set
+from virality.data.split import TrainingSet, build_training_set
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
 
@@ -903,7 +903,7 @@ def load_mapped_training_data(data: bytes, source: str, mapping: ColumnMapping, 
     """
     result = import_export(data, source, mapping, join)
     return build_training_set(result.raw, source=source, sha256=hashlib.sha256(data).hexdigest(),
-                              fmt=f"{mapping.name}:{result.shape}",  # type: ignore[arg-type]
+                              fmt=f"{mapping.name}:{result.shape}",
                               test_fraction=test_fraction, seed=seed, tiering=tiering)
 
 

@@ -267,8 +267,9 @@ def parse_number(value: object, *, integer_like: bool = False, what: str = "valu
     return number
 
 
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f", ""}
+#: The words a ``hasTrendingSound`` cell may hold (lower case, stripped) and their value; blank = false.
+FLAG_WORDS: dict[str, float] = {"1": 1.0, "true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0,
+                                "0": 0.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0, "": 0.0}
 
 
 def parse_flag(value: object) -> float:
@@ -277,8 +278,8 @@ def parse_flag(value: object) -> float:
         return float(value)
     if isinstance(value, int | float) and value in (0, 1):
         return float(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return 1.0 if value.strip().lower() in _TRUE else 0.0
+    if isinstance(value, str) and (word := value.strip().lower()) in FLAG_WORDS:
+        return FLAG_WORDS[word]
     if value is None:
         return 0.0
     raise ValueError(f"expected true/false or 1/0, got {value!r}")

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from virality.artifact import ModelArtifact, utc_now_iso
-from virality.data.datasets import Split
+from virality.data.split import Split
 from virality.errors import (
     ArtifactValidationError,
     ModelNotFoundError,

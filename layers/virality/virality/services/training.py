@@ -22,7 +22,9 @@ from virality.artifact import (
     new_version_id,
     utc_now_iso,
 )
-from virality.data.datasets import DataFormat, FileBytes, Split, TrainingSet, load_training_data
+from virality.data.datasets import FileBytes, load_training_data
+from virality.data.readers import DataFormat
+from virality.data.split import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
