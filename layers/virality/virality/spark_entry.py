@@ -36,7 +36,7 @@ from virality.cli import l2_value
 from virality.config import RetrainSettings
 from virality.errors import DataValidationError, ViralityError
 from virality.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
-from virality.registry import ModelRegistry, default_client_factory
+from virality.registry import ModelRegistry, default_client_factory, object_sha256
 from virality.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
 from virality.training import TrainingConfig
 
@@ -101,9 +101,11 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
         launched = "PYSPARK_GATEWAY_PORT" in os.environ
         spark = spark_session(args.spark_master or (None if launched else "local[*]"))
     try:
+        # The bytes of the very object identified (its version), streamed: the digest the Lambda records.
+        digest = source_digest(args.source, source_id, base.get("sourceVersion"), client_factory)
         # Validation happens here: rejected data leaves nothing behind, not even a claim.
         trained = train_spark(spark, args.read_path or args.source, config, fmt=args.format,
-                              source=args.source, sha256=_sha(source_id), model_version=known or new_version_id())
+                              source=args.source, sha256=digest, model_version=known or new_version_id())
     finally:
         if own_session:
             spark.stop()
@@ -140,10 +142,21 @@ def _duplicate(registry: ModelRegistry, version: str, final: dict[str, Any], row
                           durationSeconds=round(time.perf_counter() - started, 6), **base)
 
 
-def _sha(source_id: str) -> str:
-    import hashlib
+def source_digest(source: str, source_id: str, version_id: str | None,
+                  client_factory: Any = default_client_factory) -> str:
+    """SHA-256 of the source's bytes: the S3 object at ``version_id`` (else its ETag), or the local file.
 
-    return hashlib.sha256(source_id.encode()).hexdigest()
+    Streamed in chunks on the driver (:func:`virality.registry.object_sha256`),
+    so the artifact records the same ``data.sha256`` as the retrain Lambda and
+    the NumPy trainer for the same bytes.
+    """
+    if source.startswith(("s3://", "s3a://")):
+        bucket, key = parse_s3_uri(source)
+        etag = None if version_id else source_id.rsplit("#", 1)[1]
+        return object_sha256(client_factory(), bucket, key, version_id=version_id, etag=etag)
+    from virality.sparktrain import source_sha256
+
+    return source_sha256(source)
 
 
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
