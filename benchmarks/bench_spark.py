@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import LIBRARY, ROOT, parser, write_section
 
@@ -96,9 +97,14 @@ FIXED = {"l2": 1e-3, "calibration": "none", "bootstrap": 0}
 
 def run_child(engine: str, path: Path, config: dict | None = None, timeout: float | None = None) -> dict:
     """One engine in a fresh child; ``{"error": ...}`` instead of figures when it fails or times out."""
+    with tempfile.TemporaryFile(mode="w+") as errors:      # the child's stderr: the reason when it fails
+        return _run_child(engine, path, config, timeout, errors)
+
+
+def _run_child(engine: str, path: Path, config: dict | None, timeout: float | None, errors: Any) -> dict:
     env = {**os.environ, "PYTHONPATH": str(LIBRARY), "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.Popen([sys.executable, "-c", CHILD[engine], str(path), json.dumps(config or {})], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True)
     peak = 0
     started = time.perf_counter()
     timed_out = False
@@ -113,10 +119,16 @@ def run_child(engine: str, path: Path, config: dict | None = None, timeout: floa
     wall = time.perf_counter() - started
     out = proc.stdout.read() if proc.stdout else ""
     line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+    errors.seek(0)
+    stderr = errors.read()
     if timed_out:
         return {"error": f"stopped after {wall:.0f} s (--timeout)", "wall": wall, "peak_mb": peak / 2**20}
     if proc.returncode != 0 or line is None:
-        return {"error": f"failed (exit {proc.returncode})", "wall": wall, "peak_mb": peak / 2**20}
+        print(f"{engine} child failed (exit {proc.returncode}); its stderr ends:\n{stderr[-3000:]}", file=sys.stderr)
+        reason = next((ln.strip() for ln in reversed(stderr.splitlines())
+                       if "Error" in ln or "Exception" in ln), "")[:160]
+        return {"error": f"failed after {wall:.0f} s (exit {proc.returncode}{': ' + reason if reason else ''})",
+                "wall": wall, "peak_mb": peak / 2**20}
     return {**json.loads(line[7:]), "wall": wall, "peak_mb": peak / 2**20}
 
 

@@ -135,3 +135,19 @@ def test_both_engines_record_the_sha256_of_the_source_bytes(both: Any, horizon: 
     changed.write_bytes(b"\n".join(lines))
     other = train_spark(spark, str(changed), FIXED).outcome.artifact
     assert other.data.sha256 == hashlib.sha256(changed.read_bytes()).hexdigest() != digest
+
+
+def test_a_source_that_cannot_be_hashed_fails_the_training_and_publishes_no_digest(spark: Any,
+                                                                                    horizon: Any) -> None:
+    def unreadable() -> str:
+        raise ConnectionError("injected: the checksum read of the source was reset")
+
+    with pytest.raises(ConnectionError, match="checksum read"):
+        train_spark(spark, str(horizon[0]), FIXED, sha256=unreadable)
+
+
+def test_a_missing_source_is_a_configuration_error_before_any_spark_work(spark: Any, tmp_path: Path) -> None:
+    from virality.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no such training file"):
+        train_spark(spark, str(tmp_path / "gone.csv"), FIXED)

@@ -101,8 +101,11 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
         launched = "PYSPARK_GATEWAY_PORT" in os.environ
         spark = spark_session(args.spark_master or (None if launched else "local[*]"))
     try:
-        # The bytes of the very object identified (its version), streamed: the digest the Lambda records.
-        digest = source_digest(args.source, source_id, base.get("sourceVersion"), client_factory)
+        # The bytes of the very object identified (its version), streamed beside the training:
+        # the digest the Lambda records.
+        def digest() -> str:
+            return source_digest(args.source, source_id, base.get("sourceVersion"), client_factory)
+
         # Validation happens here: rejected data leaves nothing behind, not even a claim.
         trained = train_spark(spark, args.read_path or args.source, config, fmt=args.format,
                               source=args.source, sha256=digest, model_version=known or new_version_id())

@@ -44,8 +44,10 @@ records the sample size (``training.l2Search.sampleRows``,
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -196,7 +198,6 @@ def source_sha256(path: str, client_factory: Any = None) -> str:
         An S3 prefix (one object is one training source) or a path that does not exist.
     """
     import hashlib
-    import os
 
     if path.startswith(("s3://", "s3a://")):
         bucket, _, key = path.split("://", 1)[1].partition("/")
@@ -437,10 +438,20 @@ def fit_preprocessing_spark(train: DataFrame, method: QuantileMethod, quantile: 
     ratios = train.select(*RAW_SLOTS).mapInPandas(_ratio_batches, ", ".join(f"{n} double" for n in names))
     # fit_preprocessing ignores non-finite ratios; Spark's aggregates ignore nulls (not NaN).
     ratios = ratios.select(*[F.when(F.isnan(n), None).otherwise(F.col(n)).alias(n) for n in names])
-    quantiles = [F.percentile(F.col(n), quantile) if method.exact
-                 else F.percentile_approx(F.col(n), quantile, APPROX_QUANTILE_ACCURACY) for n in names]
-    row = _one_row(ratios.agg(*[q.alias(f"q_{n}") for q, n in zip(quantiles, names, strict=True)],
-                              *[F.max(n).alias(f"max_{n}") for n in names]))
+    if method.exact:
+        # Spark's exact percentile keeps a count per distinct value (~70 bytes each, boxed): one column per
+        # aggregation, from cached ratios, bounds that to one column's worth (all 8 at once ran a 2 GB
+        # local driver out of memory at 4M training rows).
+        ratios = ratios.persist()
+        row: dict[str, Any] = {}
+        for n in names:
+            one = _one_row(ratios.agg(F.percentile(F.col(n), quantile).alias("q"), F.max(n).alias("max")))
+            row[f"q_{n}"], row[f"max_{n}"] = one["q"], one["max"]
+        ratios.unpersist()
+    else:
+        row = _one_row(ratios.agg(
+            *[F.percentile_approx(F.col(n), quantile, APPROX_QUANTILE_ACCURACY).alias(f"q_{n}") for n in names],
+            *[F.max(n).alias(f"max_{n}") for n in names])).asDict()
     defaults = Preprocessing()
     caps: dict[str, float] = {}
     for name in names:
@@ -818,8 +829,8 @@ def _collect_labelled(df: DataFrame) -> tuple[RawVideos, np.ndarray]:
 
 
 def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = None, *, fmt: str | None = None,
-                source: str | None = None, sha256: str | None = None, model_version: str | None = None
-                ) -> SparkTraining:
+                source: str | None = None, sha256: str | Callable[[], str] | None = None,
+                model_version: str | None = None) -> SparkTraining:
     """Read, validate, split, featurise and fit ``path`` on Spark; the artifact as :func:`train_model` builds it.
 
     Parameters
@@ -828,26 +839,59 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         What Spark reads (local path, ``s3://`` on EMR): a file or a directory of parts.
     source : str
         Provenance name (default ``path``).
-    sha256 : str
-        SHA-256 of the source bytes when the caller already has it (the
-        entry point hashes the exact S3 version); default: streamed from
-        ``path`` by :func:`source_sha256`, the digest the NumPy trainer records.
+    sha256 : str or callable
+        SHA-256 of the source bytes, or a function computing it (the entry
+        point hashes the exact S3 version); default: streamed from ``path``
+        by :func:`source_sha256`, the digest the NumPy trainer records. A
+        function runs in a thread on the driver while Spark trains (one
+        sequential read of the source; at scale it is as long as the training).
 
     Raises
     ------
     DataValidationError
     """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     config = config or TrainingConfig()
     if config.optimizer != "newton":
         raise ConfigurationError("the Spark engine runs Newton only (gd reproduces the original on small files)")
     source = source or path
     fmt = fmt or detect_spark_format(path)
     started = time.perf_counter()
-    # Hashed before the read: a source that cannot be read fails here, before any Spark work.
-    digest = sha256 or source_sha256(path)
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if not path.startswith(("s3://", "s3a://")) and not os.path.exists(local):
+        raise ConfigurationError(f"no such training file: {path!r}")
+    # The checksum read overlaps the Spark work (joined when the artifact is built).
+    digest = _Background(sha256 if callable(sha256) else (lambda: sha256 or source_sha256(path)))
+    return _train(spark, path, config, fmt, source, digest, model_version, started)
+
+
+class _Background:
+    """``fn()`` in a daemon thread: a failed training does not wait for (nor keep the process alive for) it."""
+
+    def __init__(self, fn: Callable[[], str]) -> None:
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="source-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], str]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:    # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, source: str, digest: _Background,
+           model_version: str | None, started: float) -> SparkTraining:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     records = read_records(spark, path, fmt)
     label_column = LABEL_COLUMN if LABEL_COLUMN in records.columns else "views"
     raw, key_col = validated_raw(records, source, config.seed, config.test_fraction)
@@ -921,7 +965,7 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         metrics=Metrics(test=report, trainAccuracy=float(train_correct) / float(train_counts.sum()),
                         testIntervals=intervals),
         data=DataProvenance(
-            source=source, sha256=digest, format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
+            source=source, sha256=digest.result(), format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
             classCounts=ClassCounts(train=[int(c) for c in train_counts], test=[int(c) for c in test_counts]),
             labelColumn=label_column),
         preprocessing=prep,
