@@ -13,7 +13,7 @@ TOOLS_VENV := .venv-tools
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
-export PYTHONPATH := $(CURDIR)/layers/virality
+export PYTHONPATH := $(CURDIR)/layers/virality:$(CURDIR)/src
 
 # A .venv made by another Python than the one selected now is rebuilt, not silently kept.
 pyver = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	# The library is imported from layers/virality (PYTHONPATH): compile it too, since with
 	# PYTHONDONTWRITEBYTECODE=1 (CI, containers) nothing else ever writes its .pyc.
-	$(PY) -m compileall -q layers/virality/virality
+	$(PY) -m compileall -q layers/virality/virality src
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the project and its dev dependencies
@@ -69,9 +69,8 @@ integration: $(STAMP)  ## integration tests: handlers against moto S3, the invok
 e2e: $(STAMP)  ## end-to-end tests: local API and S3 servers, demo, fuzzing, load
 	$(PY) -m pytest tests/e2e
 
-typecheck: $(STAMP)  ## mypy (pydantic plugin) on the library, then on each handler
+typecheck: $(STAMP)  ## mypy (pydantic plugin) on the library, the dev and Spark packages and the handlers
 	$(VENV)/bin/mypy
-	@for f in functions/*/app.py; do echo "mypy $$f"; $(VENV)/bin/mypy --no-error-summary $$f || exit 1; done
 
 test-quick: $(STAMP)  ## lint and unit tests (well under a minute)
 	$(VENV)/bin/ruff check .

@@ -33,12 +33,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "layers" / "virality"
+DEV = ROOT / "src"                     # virality_dev, virality_spark (CLI, local tools; not in the layer)
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULT_PREFIX = "BENCH-RESULT "
 MB = 1024 * 1024
 
-if str(LIBRARY) not in sys.path:        # so `python benchmarks/x.py` works without PYTHONPATH
-    sys.path.insert(0, str(LIBRARY))
+for _path in (DEV, LIBRARY):            # so `python benchmarks/x.py` works without PYTHONPATH
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 # --------------------------------------------------------------------------- command line
@@ -159,7 +161,7 @@ def run_child(argv: Sequence[str], timeout: float = 3600.0) -> ChildRun:
     left as they are) with the library on ``PYTHONPATH``.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LIBRARY), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LIBRARY), str(DEV), env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=err, env=env, cwd=ROOT)

@@ -2,7 +2,7 @@
 loads the published weights from S3 and answers one ``POST /predict``.
 
 S3 is moto's ``ThreadedMotoServer`` on 127.0.0.1, started here in the parent;
-a model is trained on ``virality.synthetic.sample_csv(2000)`` and published
+a model is trained on ``virality_dev.synthetic.sample_csv(2000)`` and published
 with ``ModelRegistry.publish`` + ``write_pointer`` before anything is timed.
 
 Peers, each a fresh ``python`` subprocess timed wall-clock from spawn to exit
@@ -102,9 +102,9 @@ def start_s3(workdir: Path) -> tuple[Any, str, str]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from virality.registry import ModelRegistry, Pointer
-    from virality.synthetic import sample_csv
-    from virality.training import format_report, train_file
+    from virality.services.training import format_report, train_file
+    from virality.store.s3 import ModelRegistry, Pointer
+    from virality_dev.synthetic import sample_csv
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

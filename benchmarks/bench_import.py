@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parser  # noqa: E402
 
 from tests import export_samples as ex  # noqa: E402
-from virality.datasets import read_csv, read_jsonl  # noqa: E402
-from virality.importers import import_export, preset  # noqa: E402
-from virality.synthetic import sample_csv, sample_records  # noqa: E402
+from virality.data.datasets import read_csv, read_jsonl  # noqa: E402
+from virality.data.importers import import_export, preset  # noqa: E402
+from virality_dev.synthetic import sample_csv, sample_records  # noqa: E402
 
 
 def _median_seconds(fn, repeats: int) -> float:

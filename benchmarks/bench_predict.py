@@ -194,8 +194,8 @@ def batch_bodies(n: int) -> dict[str, dict[str, Any]]:
     """Request bodies of ``n`` instances: named features, a 1:1:1 mix of the kinds, raw videos."""
     import numpy as np
 
-    from virality.features import FEATURE_NAMES
-    from virality.synthetic import sample_records
+    from virality.ml.features import FEATURE_NAMES
+    from virality_dev.synthetic import sample_records
 
     rng = np.random.default_rng(7)
     values = np.round(rng.random((n, len(FEATURE_NAMES))), 4).tolist()
@@ -245,7 +245,7 @@ def stage_breakdown(body: dict[str, Any], model: Any, settings: Any, repeats: in
     """Median seconds of the library stages of one request, called directly, and of the whole
     handler on the same request, alternating in one loop."""
 
-    from virality import api
+    from virality.http import api
 
     event = predict_event(body)
     handler_runs: list[float] = []
@@ -324,7 +324,7 @@ def main() -> None:
     try:
         app = load_handler_module()
         bare_handler, floor_handler = build_floors()
-        from virality.localapi import LocalLambdaContext
+        from virality_dev.handlers import LocalLambdaContext
 
         ctx = LocalLambdaContext(function_name="PredictFunction", memory_limit_in_mb=1024, timeout_seconds=1e9)
         single_events = {"handler: features": load_event("predict-single.json"),

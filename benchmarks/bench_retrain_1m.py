@@ -1,6 +1,6 @@
 """End-to-end retrain of 1,000,000 rows, the way the retrain Lambda does it.
 
-The parent makes the synthetic CSV (``virality.synthetic.sample_csv``) and
+The parent makes the synthetic CSV (``virality_dev.synthetic.sample_csv``) and
 writes it to a temporary file; a fresh child process then reads the bytes
 (as the Lambda holds the S3 object body) and runs ``train_file``'s two steps
 separately timed:
@@ -49,8 +49,8 @@ SOURCE = "1m.csv"
 
 
 def child_main(csv_path: str) -> None:
-    from virality.datasets import load_training_data
-    from virality.training import train_model
+    from virality.data.datasets import load_training_data
+    from virality.services.training import train_model
 
     rss_base = current_rss_bytes()
     data = Path(csv_path).read_bytes()
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
     rows = 100_000 if args.quick else 1_000_000
 
-    from virality.synthetic import sample_csv
+    from virality_dev.synthetic import sample_csv
 
     print(f"[bench_retrain_1m] generating {rows:,}-row CSV ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import LIBRARY, ROOT, parser, write_section
+from _common import DEV, LIBRARY, ROOT, parser, write_section
 
 #: Where the table goes (its ``spark-bench`` section), unless --quick / --no-docs; --docs PATH elsewhere.
 DOCS = ROOT / "docs" / "spark.md"
@@ -43,7 +43,7 @@ CHILD = {
     "numpy": """
 import json, sys, time
 from pathlib import Path
-from virality.training import TrainingConfig, train_file
+from virality.services.training import TrainingConfig, train_file
 t = time.perf_counter()
 data = Path(sys.argv[1]).read_bytes()
 out = train_file(data, sys.argv[1], TrainingConfig(**json.loads(sys.argv[2])))
@@ -53,8 +53,8 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "iterations": 
 """,
     "spark": """
 import json, sys, time
-from virality.sparktrain import spark_session, train_spark
-from virality.training import TrainingConfig
+from virality_spark.train import spark_session, train_spark
+from virality.services.training import TrainingConfig
 t0 = time.perf_counter()
 spark = spark_session("local[2]", "bench")
 spark.sparkContext.setLogLevel("ERROR")
@@ -102,7 +102,7 @@ def run_child(engine: str, path: Path, config: dict | None = None, timeout: floa
 
 
 def _run_child(engine: str, path: Path, config: dict | None, timeout: float | None, errors: Any) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(LIBRARY), "PYSPARK_PYTHON": sys.executable}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(LIBRARY), str(DEV))), "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.Popen([sys.executable, "-c", CHILD[engine], str(path), json.dumps(config or {})], env=env,
                             stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True)
     peak = 0
@@ -171,7 +171,7 @@ def main() -> None:
     args = p.parse_args()
     sizes = args.rows or ([20_000] if args.quick else [50_000])
     config = {"bootstrap": 0} if args.defaults else FIXED
-    from virality.synthetic import sample_csv
+    from virality_dev.synthetic import sample_csv
 
     load_before = os.getloadavg()
     lines = [HEADER]

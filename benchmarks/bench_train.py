@@ -1,6 +1,6 @@
 """Trainer vs scikit-learn: time, objective, accuracy and peak memory.
 
-Data (synthetic, see ``virality.synthetic``):
+Data (synthetic, see ``virality_dev.synthetic``):
 
 * 7,358 rows through the real pipeline: ``sample_csv`` -> ``load_training_data``
   (parse, validate, quintile tiers, stratified split, caps fitted on the train
@@ -8,11 +8,11 @@ Data (synthetic, see ``virality.synthetic``):
 * 1,000,000 rows straight from ``generate_columns`` -> ``RawVideos`` ->
   ``fit_preprocessing`` / ``extract_features`` and quintile tiers, without a CSV.
 
-Peers: our Newton (``virality.softmax.fit``), our seed-faithful ``gd`` (at the
+Peers: our Newton (``virality.ml.softmax.fit``), our seed-faithful ``gd`` (at the
 large size only if its estimated run time fits the budget), and scikit-learn
 ``LogisticRegression(C=1/(l2*n), solver="lbfgs")`` at its default ``tol=1e-4``
 and at ``tol=1e-6`` (tightened further if that is not within 1e-6 of our
-optimum). Objectives are all evaluated with ``virality.softmax.objective``.
+optimum). Objectives are all evaluated with ``virality.ml.softmax.objective``.
 
 At the large size every fit runs in its own child process (load X, a small
 warm-up fit, the timed fit), which gives both the time and the child's peak
@@ -51,7 +51,9 @@ from _common import (
     write_section,
 )
 
-from virality import datasets, features, softmax, synthetic, tiering
+from virality.data import datasets
+from virality.ml import features, softmax, tiering
+from virality_dev import synthetic
 
 L2 = 1e-3
 SEED = 42
@@ -309,7 +311,7 @@ def report(results: list[dict], quick: bool) -> str:
     parts = ["## Trainer vs scikit-learn", "",
              f"`python benchmarks/bench_train.py{' --quick' if quick else ''}` — {environment()}.", "",
              "Objective: mean softmax cross-entropy + (λ/2)‖W‖², λ = 1e-3 (scikit-learn `C = 1/(λ·n)`), "
-             "evaluated for every row with `virality.softmax.objective`. *rel. gap* = (F − F_ours)/F_ours; "
+             "evaluated for every row with `virality.ml.softmax.objective`. *rel. gap* = (F − F_ours)/F_ours; "
              "*time / ours* = method time ÷ our Newton time in the same run; *peak extra mem / X* = "
              "child peak RSS − RSS after loading X and y, over the float64 X "
              f"({results[-1]['x_bytes']:,} bytes = {results[-1]['x_bytes'] / MB:.0f} MiB at {results[-1]['n']:,} rows; "

@@ -59,8 +59,8 @@ BYTES_GOAL = 300        # peak extra bytes per CSV row
 
 
 def child_ours(path: str, out: str) -> None:
-    import virality.training  # noqa: F401  (the CLI imports it lazily: part of the baseline, not of the rows)
-    from virality.cli import main
+    import virality.services.training  # noqa: F401  (the CLI imports it lazily: part of the baseline, not of the rows)
+    from virality_dev.cli import main
 
     rss_imports = current_rss_bytes()
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def child_sklearn(path: str) -> None:
     with threadpool_limits(limits=1):
         clf = LogisticRegression(C=1.0 / (L2 * X.shape[0]), solver="lbfgs", max_iter=10_000).fit(X, y)
     t_done = time.perf_counter()
-    from virality.softmax import objective  # after the work: not part of the peer's cost
+    from virality.ml.softmax import objective  # after the work: not part of the peer's cost
 
     emit({"objective": objective(clf.coef_, clf.intercept_, X, y, L2), "n_iter": int(clf.n_iter_[0]),
           "t_done": t_done})
@@ -106,7 +106,9 @@ def child_pandas(path: str) -> None:
 
 
 def make_files(tmp: Path, json_rows: int, csv_rows: int) -> tuple[Path, Path]:
-    from virality import datasets, features, synthetic
+    from virality.data import datasets
+    from virality.ml import features
+    from virality_dev import synthetic
 
     ts = datasets.load_training_data(synthetic.sample_csv(json_rows, SEED + 1), "seed-source.csv", seed=SEED)
     doc = {"featureNames": list(features.FEATURE_NAMES),

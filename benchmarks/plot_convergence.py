@@ -1,6 +1,6 @@
 """Newton vs the seed-faithful gd: objective gap per iteration on the 7,358-row data.
 
-Uses the ``callback`` of ``virality.softmax.fit`` to record the objective and
+Uses the ``callback`` of ``virality.ml.softmax.fit`` to record the objective and
 max|gradient| after every Newton iteration / gd epoch, and plots
 ``F - F*`` (``F*`` = Newton's final objective) on a log scale. Writes
 ``docs/img/convergence.png``.
@@ -26,7 +26,7 @@ import numpy as np
 from _common import ROOT
 from bench_train import L2, SMALL_N, small_data
 
-from virality import softmax
+from virality.ml import softmax
 
 OUT = ROOT / "docs" / "img" / "convergence.png"
 

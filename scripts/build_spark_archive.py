@@ -6,14 +6,14 @@
 writes, under ``--out``:
 
 * ``spark_entry.py``: the job's ``entryPoint``;
-* ``virality-spark.zip``: the ``virality`` package (``spark.submit.pyFiles``;
-  pure Python, importable from a zip);
+* ``virality-spark.zip``: the ``virality`` and ``virality_spark`` packages
+  (``spark.submit.pyFiles``; pure Python, importable from a zip);
 * ``virality-spark-deps.tar.gz``: the library's third-party runtime
   dependencies (numpy, pydantic, aws-lambda-powertools, pandas, pyarrow, ...)
   as a flat site-packages tree, for the EMR release's own Python. Compiled
   wheels cannot be imported from a zip, so Spark unpacks this archive on the
   driver and every executor (``spark.archives=…#deps``) and ``PYTHONPATH=./deps``
-  puts it on the path (:func:`virality.sparkjob.job_request`).
+  puts it on the path (:func:`virality.services.sparkjob.submit_parameters`).
 
 No Docker and no Amazon Linux machine: ``pip install --target`` with
 ``--platform manylinux…`` ``--python-version`` ``--only-binary=:all:`` fetches
@@ -39,10 +39,11 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "layers" / "virality" / "virality"
-sys.path.insert(0, str(PACKAGE.parent))
+# The runtime library and the Spark trainer; the dev package (CLI, local API) stays out.
+PACKAGES = (ROOT / "layers" / "virality" / "virality", ROOT / "src" / "virality_spark")
+sys.path.insert(0, str(PACKAGES[0].parent))
 
-from virality.sparkjob import DEPS_ARCHIVE, EMR_PYTHON_VERSION, EMR_RELEASE_LABEL  # noqa: E402
+from virality.services.sparkjob import DEPS_ARCHIVE, EMR_PYTHON_VERSION, EMR_RELEASE_LABEL  # noqa: E402
 
 #: Distributions EMR provides itself (its Spark) or that only the dev tools use.
 NOT_SHIPPED = {"pyspark"}
@@ -114,11 +115,12 @@ def build(out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     archive = out / "virality-spark.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(PACKAGE.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                zf.write(path, path.relative_to(PACKAGE.parent).as_posix())
+        for package in PACKAGES:
+            for path in sorted(package.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    zf.write(path, path.relative_to(package.parent).as_posix())
     entry = out / "spark_entry.py"
-    shutil.copyfile(PACKAGE / "spark_entry.py", entry)
+    shutil.copyfile(PACKAGES[1] / "entry.py", entry)
     return archive, entry
 
 

@@ -42,18 +42,21 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ViralityDemo")
 os.environ.setdefault("VIRALITY_REPO", str(REPO))
 
 try:
-    import virality  # noqa: F401
+    import virality_dev  # noqa: F401
 except ImportError:
-    sys.path.insert(0, str(REPO / "layers" / "virality"))
+    sys.path[:0] = [str(REPO / "layers" / "virality"), str(REPO / "src")]
 
 try:
     import boto3  # noqa: F401
     import moto.server  # noqa: F401
 
-    from virality import localapi, localaudit
-    from virality.audit import reliability_diagram_text
-    from virality.registry import ModelRegistry
-    from virality.synthetic import sample_csv
+    from virality.services.audit import reliability_diagram_text
+    from virality.store.s3 import ModelRegistry
+    from virality_dev import localapi, localaudit
+    from virality_dev.events import api_event
+    from virality_dev.fakeaws import patched_environ
+    from virality_dev.handlers import LocalLambdaContext, load_handler
+    from virality_dev.synthetic import sample_csv
 except ImportError as exc:
     sys.exit(f"demo: missing dependency ({exc}). Run `make demo` (it creates .venv), or in an active "
              "virtualenv: pip install -e '.[dev]'")
@@ -107,14 +110,14 @@ class PredictFunction:
     """The predict Lambda in one warm container, invoked with API Gateway REST proxy events."""
 
     def __init__(self) -> None:
-        self.module = localapi.load_handler_module("predict")
+        self.module = load_handler("predict")
         self.invocations = 0
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         raw = json.dumps(body).encode() if body is not None else None
-        event = localapi.api_gateway_event(method, path, raw, {"Content-Type": "application/json",
+        event = api_event(method, path, raw_body=raw, headers={"Content-Type": "application/json",
                                                                "User-Agent": "virality-demo"})
-        context = localapi.LocalLambdaContext(aws_request_id=event["requestContext"]["requestId"])
+        context = LocalLambdaContext(aws_request_id=event["requestContext"]["requestId"])
         with contextlib.redirect_stdout(io.StringIO()):      # Powertools' ColdStart EMF line
             response = self.module.lambda_handler(event, context)
         self.invocations += 1
@@ -222,7 +225,7 @@ def main() -> int:
         step(3, "scoring example videos: API Gateway events -> predict lambda_handler (explain=true)")
         predict = PredictFunction()
         env = {"MODEL_BUCKET": MODEL_BUCKET, "MODEL_PREFIX": PREFIX, "MODEL_REFRESH_SECONDS": f"{REFRESH_SECONDS:g}"}
-        with localapi.patched_environ(env):
+        with patched_environ(env):
             before = score_examples(predict)
             old_version = before[EXAMPLES[0][0]]["modelVersion"]
             if old_version != first["version"]:

@@ -15,21 +15,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 try:
-    import virality  # noqa: F401
+    import virality_dev  # noqa: F401
 except ImportError:
-    sys.path.insert(0, str(REPO / "layers" / "virality"))
+    sys.path[:0] = [str(REPO / "layers" / "virality"), str(REPO / "src")]
 
 OUT = REPO / "docs" / "img" / "audit-reliability.png"
 
 
 def main() -> int:
-    from virality.audit import RECALIBRATION_SEED, audit_files, judge, read_outcomes, temperature_scaled
-    from virality.auditplot import reliability_png
-    from virality.calibration import fit_temperature
-    from virality.datasets import records_to_jsonl, stratified_split
-    from virality.model import ViralityModel
-    from virality.synthetic import sample_csv, sample_records
-    from virality.training import TrainingConfig, train_file
+    from virality.data.datasets import records_to_jsonl, stratified_split
+    from virality.ml.calibration import fit_temperature
+    from virality.ml.model import ViralityModel
+    from virality.services.audit import (
+        RECALIBRATION_SEED,
+        audit_files,
+        judge,
+        read_outcomes,
+        temperature_scaled,
+    )
+    from virality.services.training import TrainingConfig, train_file
+    from virality_dev.auditplot import reliability_png
+    from virality_dev.synthetic import sample_csv, sample_records
 
     over = train_file(sample_csv(150, 1), "small.csv", TrainingConfig(l2=1e-6, calibration="none"),
                       model_version="over-confident (150 rows, l2 1e-6)").artifact

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -28,9 +27,9 @@ OUTPUT = ROOT / "docs" / "openapi.json"
 
 def _ensure_library_importable() -> None:
     try:
-        import virality  # noqa: F401
+        import virality_dev  # noqa: F401
     except ImportError:
-        sys.path.insert(0, str(ROOT / "layers" / "virality"))
+        sys.path[:0] = [str(ROOT / "layers" / "virality"), str(ROOT / "src")]
 
 
 def render(schema: dict[str, Any]) -> str:
@@ -42,12 +41,11 @@ def generate() -> dict[str, Any]:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "virality")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Virality")
     _ensure_library_importable()
-    spec = importlib.util.spec_from_file_location("predict_app_openapi", HANDLER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
+    from virality_dev.handlers import load_handler
+
     # Library log lines (if any) must not end up in --stdout output.
     with contextlib.redirect_stdout(sys.stderr):
-        spec.loader.exec_module(module)
+        module = load_handler("predict")
         return module.openapi_schema()
 
 

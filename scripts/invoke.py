@@ -31,7 +31,6 @@ import base64
 import contextlib
 import copy
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -64,10 +63,10 @@ class InvokeError(Exception):
 def ensure_library_importable() -> None:
     """Make ``import virality`` work from a checkout (the layer is not installed)."""
     try:
-        import virality
+        import virality_dev
     except ImportError:
-        sys.path.insert(0, str(ROOT / "layers" / "virality"))
-        import virality  # noqa: F401
+        sys.path[:0] = [str(ROOT / "layers" / "virality"), str(ROOT / "src")]
+        import virality_dev  # noqa: F401
 
 
 def available_functions() -> list[str]:
@@ -75,14 +74,9 @@ def available_functions() -> list[str]:
 
 
 def load_handler(function: str) -> ModuleType:
-    path = FUNCTIONS / function / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{function}_app", path)
-    if spec is None or spec.loader is None:
-        raise InvokeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from virality_dev.handlers import load_handler as load
+
+    return load(function)
 
 
 def read_event(path: Path) -> dict[str, Any]:
@@ -98,7 +92,7 @@ def read_event(path: Path) -> dict[str, Any]:
 
 
 def context_for(function: str) -> Any:
-    from virality.localapi import LocalLambdaContext
+    from virality_dev.handlers import LocalLambdaContext
 
     return LocalLambdaContext(function_name=f"{function.capitalize()}Function", timeout_seconds=30.0)
 

@@ -3,7 +3,7 @@
 The files show what ``virality import`` / ``virality train --preset`` read: a TikTok
 Research API query response plus a user-info list to join followers from, an
 Apify-style scraper export, and a spreadsheet export with its own column mapping.
-The videos come from :mod:`virality.synthetic` (seeded), so the files are
+The videos come from :mod:`virality_dev.synthetic` (seeded), so the files are
 reproducible: ``python scripts/make_import_examples.py`` (a test checks that it reproduces them).
 """
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import export_samples as ex  # noqa: E402
-from virality.synthetic import sample_records  # noqa: E402
+from virality_dev.synthetic import sample_records  # noqa: E402
 
 ROWS, SEED = 60, 2026
 

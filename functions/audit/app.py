@@ -2,7 +2,7 @@
 
 Triggered by an EventBridge schedule (``AuditSchedule``), or by hand with an
 empty event. Thin by design: read the settings and the event time, then
-:func:`virality.audit.run_audit`; publish the figures as EMF metrics with a
+:func:`virality.services.audit.run_audit`; publish the figures as EMF metrics with a
 ``ModelVersion`` dimension (plus a ``service``-only copy the alarm watches)
 and log a one-line summary. Bad outcome files are reported in the report
 and skipped; an error that a retry may fix raises, so Lambda's async retry
@@ -18,11 +18,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from virality.audit import AuditConfig, AuditSummary, run_audit
 from virality.config import AuditSettings
 from virality.errors import ConfigurationError
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.registry import AuditStore, LazyClient
+from virality.services.audit import AuditConfig, AuditSummary, run_audit
+from virality.store.s3 import AuditStore, LazyClient
 
 #: One S3 client per container, created on first use.
 s3_client = LazyClient()

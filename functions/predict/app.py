@@ -1,7 +1,7 @@
 """predict Lambda: POST /predict, GET /model, GET /health behind API Gateway (REST, proxy).
 
-Thin by design: routes validate with :mod:`virality.api`, ask the
-module-level :class:`~virality.serving.ModelProvider` for the model (loaded
+Thin by design: routes validate with :mod:`virality.http.api`, ask the
+module-level :class:`~virality.services.serving.ModelProvider` for the model (loaded
 once per cold start, refreshed per ``MODEL_REFRESH_SECONDS``) and return.
 """
 
@@ -20,7 +20,9 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from virality import __version__
-from virality.api import (
+from virality.config import PredictSettings
+from virality.errors import RequestValidationError
+from virality.http.api import (
     MAX_NESTING_DEPTH,
     BatchPredictResponse,
     ErrorResponse,
@@ -33,13 +35,11 @@ from virality.api import (
     parse_predict_request,
     public_data_provenance,
 )
-from virality.api import (
+from virality.http.api import (
     predict as predict_body,
 )
-from virality.config import PredictSettings
-from virality.errors import RequestValidationError
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.serving import ModelProvider
+from virality.services.serving import ModelProvider
 
 if TYPE_CHECKING:  # resolved at runtime only by openapi_schema(), see there
     from aws_lambda_powertools.event_handler.openapi.params import Body

@@ -3,7 +3,7 @@
 Triggered by S3 ``ObjectCreated`` notifications, directly (asynchronous
 invocation) or wrapped in SQS messages (S3 -> SQS -> Lambda). Thin by design:
 parse the event, refuse foreign buckets (``DATA_BUCKET``), guard against
-retraining on our own output, then :func:`virality.retraining.retrain`.
+retraining on our own output, then :func:`virality.services.retraining.retrain`.
 
 Each record is reported separately; bad data and malformed records are
 reported (not retried). Direct events: the invocation raises only when a
@@ -37,10 +37,10 @@ from virality.errors import (
     ViralityError,
 )
 from virality.observability import capture_lambda_handler, logger, metrics
-from virality.registry import LazyClient, ModelRegistry, read_source
-from virality.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
-from virality.sparkjob import SparkSettings, route_upload
-from virality.training import TrainingConfig
+from virality.services.retraining import PromotionPolicy, RetrainSummary, retrain, wall_clock
+from virality.services.sparkjob import SparkSettings, route_upload
+from virality.services.training import TrainingConfig
+from virality.store.s3 import LazyClient, ModelRegistry, read_source
 
 #: One S3 client per container, created on first use.
 s3_client = LazyClient()

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FAKE_AWS_ENV
-from virality import localapi
+from virality_dev import localapi
+from virality_dev.fakeaws import FAKE_AWS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 REFRESH_SECONDS = 0.5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from virality.cli import main
+from virality_dev.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -14,10 +14,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_versions_and_rollback_reach_the_local_s3_by_url(capsys: pytest.CaptureFixture[str]) -> None:
-    from virality.localapi import MODEL_BUCKET, LocalS3, patched_environ
-    from virality.registry import ModelRegistry, Pointer
-    from virality.synthetic import sample_csv
-    from virality.training import format_report, train_file
+    from virality.services.training import format_report, train_file
+    from virality.store.s3 import ModelRegistry, Pointer
+    from virality_dev.localapi import MODEL_BUCKET, LocalS3, patched_environ
+    from virality_dev.synthetic import sample_csv
 
     with LocalS3([MODEL_BUCKET]) as s3:
         registry = ModelRegistry(MODEL_BUCKET, "models/", s3.client)

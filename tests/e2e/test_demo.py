@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from virality import localapi
+from virality_dev import localapi
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "virality"), str(ROOT / "src")]), "PYTHONUNBUFFERED": "1"}
     for name in ("AWS_ENDPOINT_URL_S3", "MODEL_BUCKET", "MODEL_REFRESH_SECONDS", "POWERTOOLS_LOG_LEVEL",
                  "POWERTOOLS_METRICS_DISABLED"):
         env.pop(name, None)

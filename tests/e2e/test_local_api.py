@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from virality import localapi
-from virality.synthetic import sample_csv
+from virality_dev import handlers, localapi
+from virality_dev.events import api_event
+from virality_dev.synthetic import sample_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -191,7 +192,7 @@ def test_http_request_becomes_an_api_gateway_proxy_event_and_back(http) -> None:
 
 
 def test_no_body_is_null_and_not_base64() -> None:
-    event = localapi.api_gateway_event("GET", "/health", None, [("Accept", "a"), ("Accept", "b")])
+    event = api_event("GET", "/health", headers=[("Accept", "a"), ("Accept", "b")])
     assert event["body"] is None and event["isBase64Encoded"] is False
     assert event["headers"] == {"Accept": "b"} and event["multiValueHeaders"] == {"Accept": ["a", "b"]}
     assert event["queryStringParameters"] is None
@@ -221,7 +222,7 @@ def test_stop_closes_the_port() -> None:
 def test_missing_handler_file_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VIRALITY_REPO", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(localapi, "__file__", str(tmp_path / "a" / "b" / "c" / "localapi.py"))
+    monkeypatch.setattr(handlers, "__file__", str(tmp_path / "a" / "b" / "c" / "handlers.py"))
     with pytest.raises(localapi.ConfigurationError, match="VIRALITY_REPO"):
         localapi.LocalApi().start()
 
@@ -270,10 +271,10 @@ def _read_lines(stream: Any, out: queue.Queue[str]) -> None:
 
 
 def test_virality_serve_local_s3_until_ctrl_c(http) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality"), "POWERTOOLS_LOG_LEVEL": "WARNING",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "virality"), str(ROOT / "src")]), "POWERTOOLS_LOG_LEVEL": "WARNING",
            "POWERTOOLS_METRICS_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
     env.pop("AWS_ENDPOINT_URL_S3", None)
-    proc = subprocess.Popen([sys.executable, "-m", "virality.cli", "serve", "--local-s3", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "virality_dev.cli", "serve", "--local-s3", "--port", "0",
                              "--refresh-seconds", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

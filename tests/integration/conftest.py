@@ -1,48 +1,20 @@
-"""Helpers for the predict-function integration tests.
+"""Fixtures for the integration tests, on top of the shared ones in ``tests/conftest.py``.
 
-The shared fixtures (``aws_env``, ``s3``, ``predict_app``, ``lambda_context``)
-live in ``tests/conftest.py``; this module only adds what the predict tests
-need on top: a trained artifact, a way to publish versions and move the
-pointer, an S3 client that records (and can fail) every call the handler
-makes, a controllable clock, and a one-line way to call the handler.
+A trained artifact, a store that publishes versions and moves the pointer, an instrumented S3
+client, a controllable clock and a one-line way to call the handler. The plain helpers they
+build on are in :mod:`tests.integration.helpers`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-MODEL_BUCKET = "virality-models-test"  # same name tests/conftest.py's ``s3`` fixture creates
-
-
-@dataclass
-class ApiResult:
-    """A decoded API Gateway proxy response."""
-
-    status: int
-    body: Any
-    headers: dict[str, str]
-    raw: dict[str, Any]
-
-
-def call(app: ModuleType, event: dict[str, Any], context: Any) -> ApiResult:
-    """Run ``event`` through ``app.lambda_handler`` and decode the proxy response."""
-    response = app.lambda_handler(event, context)
-    text = response.get("body") or ""
-    if response.get("isBase64Encoded"):
-        text = base64.b64decode(text).decode()
-    headers: dict[str, str] = {k: v for k, v in (response.get("headers") or {}).items()}
-    for name, values in (response.get("multiValueHeaders") or {}).items():
-        headers[name] = ", ".join(values)
-    body = json.loads(text) if text else None
-    return ApiResult(response["statusCode"], body, headers, response)
+from tests.integration.helpers import ApiResult, FakeClock, S3Recorder, Store, call
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 @pytest.fixture
@@ -51,44 +23,9 @@ def invoke(predict_app: ModuleType, lambda_context: Any) -> Callable[[dict[str, 
     return lambda event: call(predict_app, event, lambda_context)
 
 
-@dataclass
-class FakeClock:
-    """Monotonic seconds under the test's control (``provider()._clock``)."""
-
-    now: float = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@dataclass
-class S3Recorder:
-    """Records every S3 operation the handler's client makes; ``outage`` makes them fail."""
-
-    calls: list[str] = field(default_factory=list)
-    clients_created: int = 0
-    outage: bool = False
-
-    def hook(self, event_name: str, **_: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        self.calls.append(operation)
-        if self.outage:
-            from botocore.exceptions import EndpointConnectionError
-
-            raise EndpointConnectionError(endpoint_url="https://s3.us-east-1.amazonaws.com")
-
-    def take(self) -> list[str]:
-        """The calls since the last ``take`` (and forget them)."""
-        out, self.calls = self.calls, []
-        return out
 
 
 @pytest.fixture
@@ -96,7 +33,7 @@ def s3_recorder(s3: Any, monkeypatch: pytest.MonkeyPatch) -> S3Recorder:
     """Make the handler's lazily created S3 client an instrumented moto client."""
     import boto3
 
-    import virality.registry
+    import virality.store.s3
 
     recorder = S3Recorder()
 
@@ -106,65 +43,17 @@ def s3_recorder(s3: Any, monkeypatch: pytest.MonkeyPatch) -> S3Recorder:
         client.meta.events.register("before-call.s3", recorder.hook)
         return client
 
-    monkeypatch.setattr(virality.registry, "default_client_factory", factory)
+    monkeypatch.setattr(virality.store.s3, "default_client_factory", factory)
     return recorder
 
 
 @pytest.fixture(scope="session")
 def base_artifact() -> Any:
     """One trained schema-2 artifact; versions are copies of it under other names."""
-    from virality.synthetic import sample_csv
-    from virality.training import train_file
+    from virality.services.training import train_file
+    from virality_dev.synthetic import sample_csv
 
     return train_file(sample_csv(400, 11), "integration.csv").artifact
-
-
-def version_id(n: int) -> str:
-    return f"v20261129T1000{n:02d}000000Z-{n:08x}"
-
-
-@dataclass
-class Store:
-    """Test-side writer of the model bucket (its own, uninstrumented client)."""
-
-    client: Any
-    base: Any
-    bucket: str = MODEL_BUCKET
-    prefix: str = "models/"
-
-    @property
-    def registry(self) -> Any:
-        from virality.registry import ModelRegistry
-
-        return ModelRegistry(self.bucket, self.prefix, lambda: self.client)
-
-    def artifact(self, version: str, **update: Any) -> Any:
-        return self.base.model_copy(update={"modelVersion": version, **update})
-
-    def publish(self, version: str, **update: Any) -> tuple[str, str]:
-        return self.registry.publish(self.artifact(version, **update), f"report of {version}\n")
-
-    def put_raw(self, version: str, body: bytes) -> tuple[str, str]:
-        """Store arbitrary bytes as a version's ml-weights.json (bypassing validation)."""
-        key = self.registry.weights_key(version)
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
-        return key, hashlib.sha256(body).hexdigest()
-
-    def point(self, version: str, key: str, sha256: str | None) -> str:
-        """Move ``latest.json`` to ``key`` (conditionally, as the retrain function does)."""
-        from virality.registry import Pointer
-
-        state = self.registry.read_pointer_lenient()
-        etag = state.etag if state is not None else None
-        return self.registry.write_pointer(Pointer(version=version, key=key, sha256=sha256), etag)
-
-    def promote(self, version: str, **update: Any) -> str:
-        key, sha = self.publish(version, **update)
-        self.point(version, key, sha)
-        return key
-
-    def put_pointer_bytes(self, body: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}latest.json", Body=body)
 
 
 @pytest.fixture

@@ -17,16 +17,16 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote_plus
 
 import numpy as np
 from botocore.exceptions import ClientError
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET, s3_put_event
 from virality.artifact import ModelArtifact, load_artifact
-from virality.datasets import load_training_data
-from virality.features import FEATURE_NAMES
-from virality.synthetic import sample_csv
+from virality.data.datasets import load_training_data
+from virality.ml.features import FEATURE_NAMES
+from virality_dev.events import s3_put_event
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
+from virality_dev.synthetic import sample_csv
 
 TRAINING_PREFIX = "training-data/"
 MODEL_PREFIX = "models/"
@@ -78,7 +78,7 @@ def put_training(s3: Any, key: str, body: bytes, *, bucket: str = DATA_BUCKET,
 
 def event_for(key: str, *, version_id: str | None = None, bucket: str = DATA_BUCKET) -> dict[str, Any]:
     """The S3 put notification for ``key`` (URL-encoded the way S3 sends it)."""
-    return s3_put_event(bucket, quote_plus(key, safe="/"), version_id=version_id)
+    return s3_put_event(bucket, key, version_id=version_id)
 
 
 def run(app: Any, ctx: Any, event: dict[str, Any]) -> list[dict[str, Any]]:

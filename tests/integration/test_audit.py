@@ -18,16 +18,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET, ROOT, load_event, load_module, s3_put_event
 from virality.artifact import ModelArtifact, load_artifact
-from virality.audit import RECALIBRATION_SEED, judge, read_outcomes
-from virality.datasets import stratified_split
+from virality.data.datasets import stratified_split
 from virality.errors import VersionExistsError
-from virality.metrics import expected_calibration_error
-from virality.model import ViralityModel
-from virality.registry import AuditStore, Pointer
-from virality.synthetic import sample_csv, sample_jsonl
-from virality.training import TrainingConfig, train_file
+from virality.ml.metrics import expected_calibration_error
+from virality.ml.model import ViralityModel
+from virality.services.audit import RECALIBRATION_SEED, judge, read_outcomes
+from virality.services.training import TrainingConfig, train_file
+from virality.store.s3 import AuditStore, Pointer
+from virality_dev.events import load_event, s3_put_event
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
+from virality_dev.handlers import load_handler, repo_root
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 PREFIX = "models/"
 
@@ -109,7 +111,7 @@ def audit_app(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in {"MODEL_BUCKET": MODEL_BUCKET, "DATA_BUCKET": DATA_BUCKET, "MODEL_PREFIX": PREFIX,
                         "AUDIT_BOOTSTRAP_RESAMPLES": "200", "AUTO_RECALIBRATE": "false"}.items():
         monkeypatch.setenv(name, value)
-    module = load_module("audit_app", ROOT / "functions" / "audit" / "app.py")
+    module = load_handler("audit")
     yield module
     module.reset()
 
@@ -315,7 +317,7 @@ def test_outcome_uploads_never_trigger_retrain(s3, retrain_app, lambda_context, 
     for prefix in ("training-data/", ""):            # even a bucket-root TRAINING_PREFIX never trains on outcomes
         monkeypatch.setenv("TRAINING_PREFIX", prefix)
         put = upload(s3, "outcomes/week+1.csv", sample_csv(400, 2))
-        event = s3_put_event(DATA_BUCKET, "outcomes/week%2B1.csv", version_id=put["VersionId"],
+        event = s3_put_event(DATA_BUCKET, "outcomes/week%2B1.csv", encoded=True, version_id=put["VersionId"],
                              etag=put["ETag"].strip('"'))
         (result,) = retrain_app.lambda_handler(event, lambda_context)["results"]
         assert result["status"] == "ignored" and "outcomes" in result["reason"]
@@ -368,13 +370,13 @@ def test_sample_events_are_the_real_shapes():
     event = load_event("audit-scheduled.json")
     assert event["source"] == "aws.events" and event["detail-type"] == "Scheduled Event"
     assert set(event) >= {"id", "account", "time", "region", "resources", "detail"}
-    assert json.loads((ROOT / "events" / "audit-manual.json").read_text()) == {}
+    assert json.loads((repo_root() / "events" / "audit-manual.json").read_text()) == {}
 
 
 def test_recalibrated_artifact_loads_and_keeps_the_argmax(s3):
     parent = misregularised_artifact()
     from virality.artifact import dump_artifact
-    from virality.audit import audit_calibration, temperature_scaled
+    from virality.services.audit import audit_calibration, temperature_scaled
 
     cal = audit_calibration(parent, 3.0, window="w", objects=[{"key": "outcomes/a.csv", "versionId": "1",
                                                                 "sha256": "ab"}], n_fit=10, ece=(0.3, 0.1),

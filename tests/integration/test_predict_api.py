@@ -18,11 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EVENTS, api_event, load_event
 from virality import TIER_MIDPOINTS
-from virality.features import FEATURE_NAMES, raw_videos_from_records
-from virality.serving import load_bundled_model
-from virality.synthetic import sample_records
+from virality.ml.features import FEATURE_NAMES, raw_videos_from_records
+from virality.services.serving import load_bundled_model
+from virality_dev.events import api_event, load_event
+from virality_dev.handlers import repo_root
+from virality_dev.synthetic import sample_records
+
+EVENTS = repo_root() / "events"
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

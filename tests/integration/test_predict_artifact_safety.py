@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event, load_event
+from tests.integration.helpers import MODEL_BUCKET, version_id
+from tests.integration.test_predict_loading import logged, model_info, predict, start
 from virality.artifact import dump_artifact
-from virality.serving import FALLBACK_RETRY_SECONDS
-
-from .conftest import MODEL_BUCKET, version_id
-from .test_predict_loading import logged, model_info, predict, start
+from virality.services.serving import FALLBACK_RETRY_SECONDS
+from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -148,16 +147,16 @@ def test_refresh_never_swaps_in_a_poisoned_artifact(
 def test_any_exception_while_loading_falls_back(
         error: BaseException, monkeypatch: pytest.MonkeyPatch, s3_recorder: Any, store: Any, model_env: Any,
         invoke: Any, predict_app: Any, clock: Any, caplog: pytest.LogCaptureFixture) -> None:
-    import virality.registry
+    import virality.store.s3
 
     # Given the loader itself raises something no one planned for (not a library or botocore error)
     store.promote(V1)
-    real = virality.registry.load_artifact
+    real = virality.store.s3.load_artifact
 
     def exploding(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(virality.registry, "load_artifact", exploding)
+    monkeypatch.setattr(virality.store.s3, "load_artifact", exploding)
     model_env()
     start(predict_app, clock)
     with caplog.at_level(logging.WARNING, logger="virality"):
@@ -173,7 +172,7 @@ def test_any_exception_while_loading_falls_back(
     every_route_answers(invoke, "bundled-")
     assert s3_recorder.take() == ["HeadObject"]
     # once the fault is gone and a new version is promoted, the container recovers
-    monkeypatch.setattr(virality.registry, "load_artifact", real)
+    monkeypatch.setattr(virality.store.s3, "load_artifact", real)
     store.promote(V2)
     clock.advance(FALLBACK_RETRY_SECONDS)
     every_route_answers(invoke, V2)
@@ -344,8 +343,8 @@ def test_health_and_model_info_events_still_answer_with_a_poisoned_pointer(
 def test_cli_rollback_writes_a_pointer_predict_accepts(
         s3_recorder: Any, store: Any, model_env: Any, invoke: Any, capsys: pytest.CaptureFixture[str],
         base_artifact: Any) -> None:
-    from virality.cli import main
-    from virality.features import FEATURE_NAMES
+    from virality.ml.features import FEATURE_NAMES
+    from virality_dev.cli import main
 
     # Given an original-format file (named by its content, not its directory) and a current model
     legacy = {"weights": base_artifact.weights, "biases": base_artifact.biases,
@@ -363,7 +362,7 @@ def test_cli_rollback_writes_a_pointer_predict_accepts(
 
 def test_cli_rollback_refuses_a_file_holding_another_version(
         s3_recorder: Any, store: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from virality.cli import main
+    from virality_dev.cli import main
 
     store.promote(V1)
     store.put_raw(V3, dump_artifact(store.artifact(V2)))        # V3's key holds V2's artifact

@@ -19,11 +19,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event
-from virality.api import MAX_NESTING_DEPTH
-from virality.features import FEATURE_NAMES
-
-from .test_predict_api import FEATURE_VECTOR, FEATURES, VIDEO, assert_error, assert_prediction
+from tests.integration.test_predict_api import (
+    FEATURE_VECTOR,
+    FEATURES,
+    VIDEO,
+    assert_error,
+    assert_prediction,
+)
+from virality.http.api import MAX_NESTING_DEPTH
+from virality.ml.features import FEATURE_NAMES
+from virality_dev.events import api_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.conftest import ROOT
+from virality_dev.handlers import repo_root
+
+ROOT = repo_root()
+
 
 SCRIPT = ROOT / "scripts" / "invoke.py"
 

@@ -1,6 +1,6 @@
 """How the predict function finds, caches, refreshes and falls back on its model (moto S3).
 
-The handler's S3 client is created lazily by ``virality.registry`` through
+The handler's S3 client is created lazily by ``virality.store.s3`` through
 ``default_client_factory``; the ``s3_recorder`` fixture swaps in a moto client
 that records every operation, so "no S3 call" is proven, not assumed.
 """
@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event, load_event
-from virality.serving import FALLBACK_RETRY_SECONDS
-
-from .conftest import MODEL_BUCKET, version_id
+from tests.integration.helpers import MODEL_BUCKET, version_id
+from virality.services.serving import FALLBACK_RETRY_SECONDS
+from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -63,9 +62,8 @@ def forbidden(*args, **kwargs):
 boto3.client = forbidden
 boto3.session.Session.client = forbidden
 botocore.session.Session.create_client = forbidden
-spec = importlib.util.spec_from_file_location("predict_app", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+from virality_dev.handlers import load_handler
+module = load_handler("predict")
 assert module._provider is None, "the model must not be loaded at import"
 print("xray" if "aws_xray_sdk" in sys.modules else "no-xray")
 """
@@ -77,9 +75,11 @@ def test_importing_the_handler_creates_no_boto_client() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from virality_dev.handlers import repo_root
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "virality")}
+    ROOT = repo_root()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "virality"), str(ROOT / "src")])}
     proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, str(ROOT / "functions" / "predict" / "app.py")],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -343,14 +343,14 @@ def test_s3_unreachable_at_cold_start_serves_bundled_then_recovers(
     from botocore.config import Config
     from moto.server import ThreadedMotoServer
 
-    import virality.registry
-    from virality.registry import ModelRegistry, Pointer
+    import virality.store.s3
+    from virality.store.s3 import ModelRegistry, Pointer
 
     # Given an S3 endpoint on a closed loopback port (connection refused at once; no retries)
     port = _free_loopback_port()
     endpoint = f"http://127.0.0.1:{port}"
     config = Config(connect_timeout=0.5, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
-    monkeypatch.setattr(virality.registry, "default_client_factory",
+    monkeypatch.setattr(virality.store.s3, "default_client_factory",
                         lambda: boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config))
     model_env()
     start(predict_app, clock)
@@ -480,8 +480,8 @@ def test_legacy_original_format_file_loads(s3_recorder: Any, store: Any, model_e
                                            base_artifact: Any) -> None:
     import numpy as np
 
-    from virality.features import FEATURE_NAMES
-    from virality.softmax import softmax
+    from virality.ml.features import FEATURE_NAMES
+    from virality.ml.softmax import softmax
 
     # Given the original TypeScript-era file: no schemaVersion, version, midpoints or checksum
     legacy = {

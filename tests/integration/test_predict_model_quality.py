@@ -6,17 +6,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import api_event
-
-from .conftest import version_id
+from tests.integration.helpers import version_id
+from virality_dev.events import api_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 
 @pytest.fixture(scope="module")
 def prepublication_artifact() -> Any:
-    from virality.synthetic import sample_csv
-    from virality.training import TrainingConfig, train_file
+    from virality.services.training import TrainingConfig, train_file
+    from virality_dev.synthetic import sample_csv
 
     return train_file(sample_csv(400, 12), "pre.csv", TrainingConfig(feature_set="prepublication")).artifact
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, api_event, load_event
-from virality.features import FEATURE_NAMES
+from virality.ml.features import FEATURE_NAMES
+from virality_dev.events import api_event, load_event
+from virality_dev.handlers import repo_root
+
+ROOT = repo_root()
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, api_event, load_module
-from tests.integration.conftest import call, version_id
+from tests.integration.helpers import call, version_id
+from virality_dev.events import api_event
+from virality_dev.handlers import load_handler, repo_root
+
+ROOT = repo_root()
 
 
 @pytest.fixture
@@ -27,7 +30,7 @@ def snapstart_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[s
     runtime.register_before_snapshot = hooks["before"].append  # type: ignore[attr-defined]
     runtime.register_after_restore = hooks["after"].append  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "snapshot_restore_py", runtime)
-    module = load_module("predict_app_snapstart", ROOT / "functions" / "predict" / "app.py")
+    module = load_handler("predict")
     yield module, hooks
     module.reset()
 

@@ -1,4 +1,4 @@
-"""``virality.promotion.release`` called directly, as the audit (recalibration) and Spark paths do.
+"""``virality.services.promotion.release`` called directly, as the audit (recalibration) and Spark paths do.
 
 No event, no claim: the caller owns the version id it generated. The
 release publishes, gates, records and moves the pointer; calling it again
@@ -14,13 +14,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
 from virality.artifact import new_version_id
-from virality.datasets import load_training_data
-from virality.promotion import Candidate, PromotionPolicy, release
-from virality.registry import ModelRegistry
-from virality.training import train_model
+from virality.data.datasets import load_training_data
+from virality.services.promotion import Candidate, PromotionPolicy, release
+from virality.services.training import train_model
+from virality.store.s3 import ModelRegistry
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 def _candidate(seed: int, version: str | None = None) -> Candidate:

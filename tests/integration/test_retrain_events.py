@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET, load_event
 from tests.integration import retrain_helpers as h
+from virality_dev.events import load_event
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
 
 
 @pytest.fixture

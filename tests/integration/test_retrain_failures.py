@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
-from virality import registry as registry_module
+from virality.store import s3 as registry_module
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_retry_after_a_pointer_write_error_promotes_the_version(s3, retrain_app,
 def test_pointer_conflicts_beyond_the_retry_budget_raise_without_damage(s3, retrain_app, lambda_context, baseline,
                                                                        monkeypatch) -> None:
     # Every conditional pointer write is refused (someone else keeps winning): give up, raise, stay valid.
-    monkeypatch.setattr("virality.retraining.time.sleep", lambda s: None)
+    monkeypatch.setattr("virality.services.retraining.time.sleep", lambda s: None)
     proxy = h.install_proxy(monkeypatch, retrain_app)
     proxy.fail("put_object", lambda kw: kw["Key"] == h.POINTER_KEY,
                h.client_error("PreconditionFailed", 412, "PutObject"))

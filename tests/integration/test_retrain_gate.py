@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MODEL_BUCKET, api_event
 from tests.integration import retrain_helpers as h
+from virality_dev.events import api_event
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET, api_event, load_event, s3_put_event, sqs_wrap
 from tests.integration import retrain_helpers as h
-from virality.synthetic import sample_jsonl
+from virality_dev.events import api_event, load_event, s3_put_event, sqs_wrap
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
+from virality_dev.synthetic import sample_jsonl
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ def test_url_encoded_keys_are_decoded(s3, retrain_app, lambda_context, model_buc
     # the helper's encoding is the one S3 uses
     assert h.event_for(real_key)["Records"][0]["s3"]["object"]["key"] == key_in_event
 
-    summary = h.run_one(retrain_app, lambda_context, s3_put_event(DATA_BUCKET, key_in_event))
+    summary = h.run_one(retrain_app, lambda_context, s3_put_event(DATA_BUCKET, key_in_event, encoded=True))
 
     assert summary["status"] == "published", summary
     assert summary["sourceKey"] == real_key
@@ -144,7 +145,7 @@ def test_url_encoded_keys_are_decoded(s3, retrain_app, lambda_context, model_buc
 def test_undecoded_key_is_not_found(s3, retrain_app, lambda_context, model_bucket_env) -> None:
     # "a+b.csv" sent as "a+b.csv" means "a b.csv", which does not exist: a clear failure, no raise
     h.put_training(s3, "training-data/a+b.csv", h.csv_bytes(600, seed=5))
-    summary = h.run_one(retrain_app, lambda_context, s3_put_event(DATA_BUCKET, "training-data/a+b.csv"))
+    summary = h.run_one(retrain_app, lambda_context, s3_put_event(DATA_BUCKET, "training-data/a+b.csv", encoded=True))
     assert summary["status"] == "failed" and summary["sourceKey"] == "training-data/a b.csv"
     assert summary["errorType"] == "TrainingSourceNotFoundError"
 

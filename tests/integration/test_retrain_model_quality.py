@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODEL_BUCKET
-
-from . import retrain_helpers as h
+from tests.integration import retrain_helpers as h
+from virality_dev.fakeaws import MODEL_BUCKET
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import MODEL_BUCKET, api_event
 from tests.integration import retrain_helpers as h
+from virality_dev.events import api_event
+from virality_dev.fakeaws import MODEL_BUCKET
 
 COUNTS = ("likes", "comments", "shares", "saves")
 

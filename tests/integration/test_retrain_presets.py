@@ -7,9 +7,9 @@ import json
 import pytest
 
 from tests import export_samples as ex
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
-from virality.synthetic import sample_records
+from virality_dev.fakeaws import MODEL_BUCKET
+from virality_dev.synthetic import sample_records
 
 
 @pytest.fixture

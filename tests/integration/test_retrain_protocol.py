@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MODEL_BUCKET
 from tests.integration import retrain_helpers as h
-from virality import retraining
+from virality.services import retraining
+from virality_dev.fakeaws import MODEL_BUCKET
 
 
 @pytest.fixture

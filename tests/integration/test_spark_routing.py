@@ -6,12 +6,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET
 from tests.integration.retrain_helpers import all_keys, csv_bytes, event_for, put_training, run_one
 from virality.config import RetrainSettings
 from virality.errors import ConfigurationError
-from virality.spark_entry import build_parser
-from virality.sparkjob import (
+from virality.services.sparkjob import (
     DEFAULT_SPARK_MIN_BYTES,
     SparkLauncher,
     SparkSettings,
@@ -21,7 +19,9 @@ from virality.sparkjob import (
     should_use_spark,
     training_arguments,
 )
-from virality.training import TrainingConfig
+from virality.services.training import TrainingConfig
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
+from virality_spark.entry import build_parser
 
 ROLE = "arn:aws:iam::123456789012:role/virality-spark-job"
 
@@ -95,7 +95,7 @@ def test_small_uploads_and_disabled_spark_stay_in_the_lambda(s3: Any, emr: Any) 
     put = put_training(s3, "training-data/small.csv", csv_bytes(600, 2))
     size = s3.head_object(Bucket=DATA_BUCKET, Key="training-data/small.csv")["ContentLength"]
     calls: list[Any] = []
-    launcher = SparkLauncher(_settings(emr.app_id, min_bytes=size), lambda: calls.append(1) or emr)
+    launcher = SparkLauncher(lambda: calls.append(1) or emr)
     assert route_upload(s3, DATA_BUCKET, "training-data/small.csv", put["VersionId"],
                         _settings(emr.app_id, min_bytes=size), launcher) is None
     assert route_upload(s3, DATA_BUCKET, "training-data/small.csv", None, _settings(None), launcher) is None

@@ -33,7 +33,7 @@ def spark() -> Iterator[Any]:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"Spark tests cannot run under CI: {reason}")
         pytest.skip(reason)
-    from virality.sparktrain import spark_session
+    from virality_spark.train import spark_session
 
     session = spark_session("local[2]", "virality-tests")
     session.sparkContext.setLogLevel("ERROR")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from virality.artifact import load_artifact
-from virality.cli import EXIT_DATA, main
-from virality.synthetic import sample_csv, sample_jsonl
+from virality_dev.cli import EXIT_DATA, main
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 
 def test_train_with_the_spark_engine_writes_a_valid_artifact(spark: Any, tmp_path: Path,

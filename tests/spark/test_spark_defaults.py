@@ -1,7 +1,7 @@
 """The Spark engine honours the NumPy trainer's defaults: lambda by CV, temperature calibration, feature sets.
 
 On small data the driver sample is the whole training split, so Spark must
-choose the very lambda and T that :func:`virality.training.train_model` chooses
+choose the very lambda and T that :func:`virality.services.training.train_model` chooses
 on the same rows, and publish the same (calibrated) model. At scale the search
 and T come from a strided sample, and the artifact says so; the weights are
 still the exact optimum over every training row at the chosen lambda.
@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from virality import sparktrain
 from virality.artifact import dump_artifact, load_artifact
-from virality.calibration import fold_temperature
-from virality.datasets import Split, TrainingSet
-from virality.features import feature_set_mask
-from virality.softmax import fit, objective, predict_proba
-from virality.sparktrain import canonical_order, collect_training_arrays, train_spark
-from virality.synthetic import sample_csv
-from virality.training import TrainingConfig, train_model
+from virality.data.datasets import Split, TrainingSet
+from virality.ml.calibration import fold_temperature
+from virality.ml.features import feature_set_mask
+from virality.ml.softmax import fit, objective, predict_proba
+from virality.services.training import TrainingConfig, train_model
+from virality_dev.synthetic import sample_csv
+from virality_spark import train as sparktrain
+from virality_spark.train import canonical_order, collect_training_arrays, train_spark
 
 ROWS = 3000
 SEED = 11
@@ -138,8 +138,8 @@ def test_prepublication_holds_the_post_publication_features_at_zero_weight(spark
 
 
 def test_the_driver_sample_does_not_depend_on_how_rows_are_blocked(spark: Any) -> None:
-    from virality.datasets import load_training_data
-    from virality.sparktrain import driver_sample
+    from virality.data.datasets import load_training_data
+    from virality_spark.train import driver_sample
 
     ts = load_training_data(sample_csv(900, 2), "x.csv")
     X, y = ts.train.X, ts.train.y

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA_BUCKET, MODEL_BUCKET
 from tests.integration.retrain_helpers import all_keys
-from virality.registry import ModelRegistry
-from virality.spark_entry import EXIT_DATA, main
-from virality.synthetic import sample_csv
+from virality.store.s3 import ModelRegistry
+from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
+from virality_dev.synthetic import sample_csv
+from virality_spark.entry import EXIT_DATA, main
 
 KEY = "training-data/videos.parquet"
 
@@ -108,7 +108,7 @@ class _FailWeightsOnce:
 
 def test_a_run_that_dies_while_publishing_leaves_no_version_and_the_rerun_finishes(
         spark: Any, s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from virality.spark_entry import build_parser, run
+    from virality_spark.entry import build_parser, run
 
     body = _parquet(1500, 6)
     s3.put_object(Bucket=DATA_BUCKET, Key=KEY, Body=body)

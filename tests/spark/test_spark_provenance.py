@@ -1,7 +1,7 @@
 """The Spark artifact names the same data and labels as the NumPy trainer's (real pyspark, ``local[2]``).
 
 * ``data.sha256`` is the SHA-256 of the source *bytes* on both engines.
-* A ``labelViews`` column (the label horizon, :mod:`virality.labels`) gives
+* A ``labelViews`` column (the label horizon, :mod:`virality.data.labels`) gives
   the tiers on Spark exactly as on one node: the same cut points (fitted on
   every row), the same tier of every row, ``data.labelColumn = "labelViews"``,
   and the same optimum on the same rows.
@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from virality.errors import DataValidationError
-from virality.softmax import fit, objective
-from virality.sparktrain import collect_training_arrays, train_spark
-from virality.synthetic import sample_csv
-from virality.tiering import assign_tiers, fit_tiering
-from virality.training import TrainingConfig, train_file
+from virality.ml.softmax import fit, objective
+from virality.ml.tiering import assign_tiers, fit_tiering
+from virality.services.training import TrainingConfig, train_file
+from virality_dev.synthetic import sample_csv
+from virality_spark.train import collect_training_arrays, train_spark
 
 ROWS = 2500
 SEED = 21

@@ -16,9 +16,11 @@ import pytest
 
 from virality.artifact import dump_artifact, load_artifact
 from virality.errors import DataValidationError
-from virality.features import fit_preprocessing
-from virality.softmax import class_weights, fit, objective, predict_proba
-from virality.sparktrain import (
+from virality.ml.features import fit_preprocessing
+from virality.ml.softmax import class_weights, fit, objective, predict_proba
+from virality.services.training import TrainingConfig
+from virality_dev.synthetic import sample_csv, sample_jsonl
+from virality_spark.train import (
     _collect_raw,
     collect_training_arrays,
     fit_blocks,
@@ -26,8 +28,6 @@ from virality.sparktrain import (
     train_spark,
     validated_raw,
 )
-from virality.synthetic import sample_csv, sample_jsonl
-from virality.training import TrainingConfig
 
 ROWS = 3000
 SEED = 11
@@ -149,7 +149,7 @@ def _blocks(spark: Any, X: np.ndarray, y: np.ndarray, n_blocks: int = 4) -> Any:
 
 @pytest.fixture(scope="module")
 def arrays() -> tuple[np.ndarray, np.ndarray]:
-    from virality.datasets import load_training_data
+    from virality.data.datasets import load_training_data
 
     ts = load_training_data(sample_csv(2000, 5), "x.csv")
     return ts.train.X, ts.train.y

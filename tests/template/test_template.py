@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from virality.config import AuditSettings, PredictSettings, RetrainSettings
-from virality.sparkjob import SparkSettings
+from virality.services.sparkjob import SparkSettings
 
 pytestmark = pytest.mark.template
 

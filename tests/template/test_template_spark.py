@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.template.test_template import TEMPLATE, _CfnLoader
-from virality.sparkjob import DEFAULT_SPARK_MIN_BYTES
+from virality.services.sparkjob import DEFAULT_SPARK_MIN_BYTES
 
 pytestmark = pytest.mark.template
 

@@ -12,15 +12,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from virality.datasets import TrainingSet, load_training_data
-from virality.features import FEATURE_NAMES
-from virality.synthetic import sample_csv, sample_jsonl
-from virality.training import TrainingConfig, TrainingOutcome, train_file
+from tests.unit.helpers import PINNED_CONFIG
+from virality.data.datasets import TrainingSet, load_training_data
+from virality.ml.features import FEATURE_NAMES
+from virality.services.training import TrainingConfig, TrainingOutcome, train_file
+from virality_dev.synthetic import sample_csv, sample_jsonl
 
 SAMPLE_ROWS = 1500
 SAMPLE_SEED = 7
-#: Today's exact optimum: the original's lambda, no calibration.
-PINNED_CONFIG = TrainingConfig(l2=1e-3, calibration="none")
 
 VALID_RECORD: dict[str, object] = {
     "views": 10_000,

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from virality.api import PredictRequest, _named_features_fast, instances_to_matrix, parse_predict_request
-from virality.features import FEATURE_NAMES
-from virality.serving import load_bundled_model
+from virality.http.api import PredictRequest, _named_features_fast, instances_to_matrix, parse_predict_request
+from virality.ml.features import FEATURE_NAMES
+from virality.services.serving import load_bundled_model
 
 MODEL = load_bundled_model()
 

@@ -20,9 +20,9 @@ from virality.artifact import (
     new_version_id,
 )
 from virality.errors import ArtifactValidationError
-from virality.features import FEATURE_NAMES, Preprocessing, raw_videos_from_records
-from virality.model import ViralityModel
-from virality.softmax import softmax
+from virality.ml.features import FEATURE_NAMES, Preprocessing, raw_videos_from_records
+from virality.ml.model import ViralityModel
+from virality.ml.softmax import softmax
 
 ORIGINAL_FIELDS = ("weights", "biases", "featureNames", "numClasses", "trainedAt", "accuracy", "confusionMatrix")
 

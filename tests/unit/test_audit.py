@@ -1,6 +1,6 @@
 """The audit's figures against an independent, slow, plain-Python implementation written here.
 
-Nothing below calls :mod:`virality.metrics` for the expected values: the
+Nothing below calls :mod:`virality.ml.metrics` for the expected values: the
 reference re-scores each row from the artifact's weights with ``math.exp``,
 labels it from the view cut points by counting, and computes every figure
 with loops over rows and bins.
@@ -15,7 +15,12 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from virality.audit import (
+from virality.errors import DataValidationError
+from virality.ml.calibration import fit_temperature
+from virality.ml.features import FEATURE_NAMES
+from virality.ml.metrics import population_stability_index
+from virality.ml.model import ViralityModel
+from virality.services.audit import (
     Outcomes,
     audit_figures,
     decide,
@@ -24,13 +29,8 @@ from virality.audit import (
     read_outcomes,
     reliability_diagram_text,
 )
-from virality.calibration import fit_temperature
-from virality.errors import DataValidationError
-from virality.features import FEATURE_NAMES
-from virality.metrics import population_stability_index
-from virality.model import ViralityModel
-from virality.synthetic import sample_csv
-from virality.training import TrainingConfig, train_file
+from virality.services.training import TrainingConfig, train_file
+from virality_dev.synthetic import sample_csv
 
 BINS = 10
 

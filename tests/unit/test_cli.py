@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from virality.artifact import load_artifact
-from virality.cli import main
-from virality.features import FEATURE_NAMES
+from virality.ml.features import FEATURE_NAMES
+from virality_dev.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str,
@@ -67,7 +67,7 @@ def test_train_prints_the_report_and_writes_a_valid_artifact(
 
 def test_train_reads_jsonl_and_seed_json(tmp_path: Path, sample_csv: Path, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from virality.datasets import load_training_data
+    from virality.data.datasets import load_training_data
 
     ts = load_training_data(sample_csv.read_bytes(), "videos.csv")
     seed = {"featureNames": list(FEATURE_NAMES),
@@ -153,10 +153,10 @@ def test_predict_reports_bad_lines_and_keeps_going(model_path: Path, capsys: pyt
 
 def test_versions_and_rollback_move_the_pointer(s3: Any, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import MODEL_BUCKET
-    from virality.registry import ModelRegistry, Pointer
-    from virality.synthetic import sample_csv
-    from virality.training import format_report, train_file
+    from virality.services.training import format_report, train_file
+    from virality.store.s3 import ModelRegistry, Pointer
+    from virality_dev.fakeaws import MODEL_BUCKET
+    from virality_dev.synthetic import sample_csv
 
     registry = ModelRegistry(MODEL_BUCKET, "models/", lambda: s3)
     versions = []
@@ -180,7 +180,7 @@ def test_versions_and_rollback_move_the_pointer(s3: Any, capsys: pytest.CaptureF
 def test_console_log_format_is_one_readable_line_with_structured_keys() -> None:
     import logging
 
-    from virality.localapi import ConsoleLogFormatter
+    from virality_dev.localapi import ConsoleLogFormatter
 
     record = logging.LogRecord("virality", logging.INFO, __file__, 1, "model loaded", None, None)
     record.model_version = "v1"
@@ -192,7 +192,7 @@ def test_console_log_format_is_one_readable_line_with_structured_keys() -> None:
 
 
 def test_serve_log_format_defaults_to_console_and_accepts_json() -> None:
-    from virality.cli import build_parser
+    from virality_dev.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).log_format == "console"
     assert build_parser().parse_args(["serve", "--log-format", "json"]).log_format == "json"
@@ -202,8 +202,8 @@ def test_console_logs_keep_the_handler_decorators_working(monkeypatch) -> None:
     # Given console logs (what `virality serve` installs before running the handlers)
     import io
 
-    from virality.localapi import use_console_logs
     from virality.observability import logger
+    from virality_dev.localapi import use_console_logs
 
     handler = logger.handlers[0]
     monkeypatch.setattr(handler, "formatter", handler.formatter)     # restored after the test
@@ -238,7 +238,7 @@ class _Stream:
 
 
 def test_training_progress_rewrites_one_line_on_a_terminal_and_prints_lines_in_a_log() -> None:
-    from virality.cli import _Progress
+    from virality_dev.cli import _Progress
 
     for tty in (True, False):
         stream = _Stream(tty)
@@ -257,7 +257,7 @@ def test_training_progress_rewrites_one_line_on_a_terminal_and_prints_lines_in_a
 
 
 def test_progress_is_silent_when_disabled() -> None:
-    from virality.cli import _Progress
+    from virality_dev.cli import _Progress
 
     stream = _Stream(False)
     progress = _Progress(False, stream, interval=0.0)
@@ -268,8 +268,8 @@ def test_progress_is_silent_when_disabled() -> None:
 
 
 def test_train_verbose_reports_its_stages(tmp_path, capsys) -> None:
-    from virality.cli import main
-    from virality.synthetic import sample_csv
+    from virality_dev.cli import main
+    from virality_dev.synthetic import sample_csv
 
     data = tmp_path / "v.csv"
     data.write_bytes(sample_csv(500, 3))

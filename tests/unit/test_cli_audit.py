@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from virality.artifact import dump_artifact
-from virality.cli import main
-from virality.synthetic import sample_csv
-from virality.training import TrainingConfig, train_file
+from virality.services.training import TrainingConfig, train_file
+from virality_dev.cli import main
+from virality_dev.synthetic import sample_csv
 
 
 @pytest.fixture(scope="module")

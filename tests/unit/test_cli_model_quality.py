@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from virality.artifact import load_artifact
-from virality.cli import main
-from virality.synthetic import sample_csv as make_csv
+from virality_dev.cli import main
+from virality_dev.synthetic import sample_csv as make_csv
 
 
 def run(capsys, monkeypatch, *argv: str) -> tuple[int, str, str]:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from virality import datasets, training
-from virality.datasets import (
+from virality.data import datasets
+from virality.data.datasets import (
     detect_format,
     load_training_data,
     read_csv,
@@ -19,9 +19,10 @@ from virality.datasets import (
     stratified_split,
 )
 from virality.errors import DataValidationError
-from virality.features import FEATURE_NAMES, RawVideos, extract_features, fit_preprocessing
-from virality.synthetic import sample_records
-from virality.tiering import Tiering, assign_tiers
+from virality.ml.features import FEATURE_NAMES, RawVideos, extract_features, fit_preprocessing
+from virality.ml.tiering import Tiering, assign_tiers
+from virality.services import training
+from virality_dev.synthetic import sample_records
 
 HEADER = ["videoId", "views", "likes", "comments", "shares", "saves", "followers", "durationSeconds",
           "hashtagCount", "hasTrendingSound", "captionLength", "postedAt"]

@@ -10,10 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from virality import datasets, training
-from virality.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
+from virality.data import datasets
+from virality.data.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
 from virality.errors import DataValidationError
-from virality.synthetic import sample_csv, sample_records
+from virality.services import training
+from virality_dev.synthetic import sample_csv, sample_records
 
 DEPTH = 100_000
 

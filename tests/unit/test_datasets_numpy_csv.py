@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virality import datasets
-from virality.datasets import load_training_data, read_csv
+from virality.data import datasets
+from virality.data.datasets import load_training_data, read_csv
 from virality.errors import DataValidationError
-from virality.features import RawVideos
-from virality.synthetic import sample_csv
+from virality.ml.features import RawVideos
+from virality_dev.synthetic import sample_csv
 
 HEADER = ["videoId", "views", "likes", "comments", "shares", "saves", "followers", "durationSeconds",
           "hashtagCount", "hasTrendingSound", "captionLength", "postedAt"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from virality.errors import DataValidationError
-from virality.features import (
+from virality.ml.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
     FEATURES,

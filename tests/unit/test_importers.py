@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 from tests import export_samples as ex
-from virality.datasets import read_csv
-from virality.errors import ConfigurationError, DataValidationError
-from virality.features import raw_videos_from_records
-from virality.importers import (
+from virality.data.datasets import read_csv
+from virality.data.importers import (
     MAX_REPORTED_PROBLEMS,
     PRESETS,
     ColumnMapping,
@@ -30,7 +28,9 @@ from virality.importers import (
     read_join_table,
     to_canonical_csv,
 )
-from virality.synthetic import sample_records
+from virality.errors import ConfigurationError, DataValidationError
+from virality.ml.features import raw_videos_from_records
+from virality_dev.synthetic import sample_records
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +236,8 @@ def test_canonical_csv_is_what_the_project_reads(records: list[dict[str, Any]]) 
 
 
 def test_mapped_training_set_labels_and_splits_like_a_canonical_file(records: list[dict[str, Any]]) -> None:
-    from virality.datasets import load_training_data
-    from virality.synthetic import sample_csv
+    from virality.data.datasets import load_training_data
+    from virality_dev.synthetic import sample_csv
 
     canonical = load_training_data(sample_csv(400, 11), "v.csv")
     mapped = load_mapped_training_data(json.dumps(ex.scraper_items(records)).encode(), "d.json", preset("scraper"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from virality.metrics import (
+from virality.ml.metrics import (
     EvaluationReport,
     confusion_matrix,
     evaluate,

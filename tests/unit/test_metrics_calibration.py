@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from virality import metrics as M
-from virality.metrics import (
+from virality.ml import metrics as M
+from virality.ml.metrics import (
     INTERVAL_METRICS,
     bootstrap_interval,
     brier_score,

@@ -7,8 +7,8 @@ import pytest
 
 from virality import TIER_MIDPOINTS
 from virality.artifact import SCHEMA_VERSION, ModelArtifact
-from virality.features import FEATURE_NAMES
-from virality.model import ViralityModel
+from virality.ml.features import FEATURE_NAMES
+from virality.ml.model import ViralityModel
 
 MIDPOINTS = np.array([12.5, 35.0, 55.0, 72.5, 90.0])
 

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from virality.api import ParsedRequest, dumps_response, predict
 from virality.artifact import (
     MAX_ABS_PARAMETER,
     MAX_ARTIFACT_DEPTH,
@@ -28,8 +27,9 @@ from virality.artifact import (
     load_artifact,
 )
 from virality.errors import ArtifactValidationError
-from virality.features import FEATURE_NAMES
-from virality.model import ViralityModel
+from virality.http.api import ParsedRequest, dumps_response, predict
+from virality.ml.features import FEATURE_NAMES
+from virality.ml.model import ViralityModel
 
 PROPERTY = settings(max_examples=300, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

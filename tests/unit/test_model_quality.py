@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 
 from virality.artifact import dump_artifact, load_artifact
-from virality.calibration import calibration_summary, fit_temperature
 from virality.config import RetrainSettings
-from virality.datasets import load_training_data
+from virality.data.datasets import load_training_data
 from virality.errors import ConfigurationError, DataValidationError
-from virality.features import (
+from virality.ml.calibration import calibration_summary, fit_temperature
+from virality.ml.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
     POST_PUBLICATION_FEATURES,
     feature_vector_to_ml_input,
 )
-from virality.metrics import expected_calibration_error, log_loss
-from virality.model_selection import search_l2, stratified_folds
-from virality.softmax import fit, objective, predict_proba, softmax
-from virality.synthetic import sample_csv, sample_jsonl, sample_records
-from virality.tiering import assign_tiers, fit_tiering
-from virality.training import TrainingConfig, train_file, train_model
+from virality.ml.metrics import expected_calibration_error, log_loss
+from virality.ml.model_selection import search_l2, stratified_folds
+from virality.ml.softmax import fit, objective, predict_proba, softmax
+from virality.ml.tiering import assign_tiers, fit_tiering
+from virality.services.training import TrainingConfig, train_file, train_model
+from virality_dev.synthetic import sample_csv, sample_jsonl, sample_records
 
 # --------------------------------------------------------------------------- folds
 
@@ -339,7 +339,7 @@ def test_balanced_auto_search_uses_the_weighted_objective(training_set):
     X, y = training_set.train.X, training_set.train.y
     keep = np.flatnonzero((y != 4) | (np.arange(y.size) % 5 == 0))
     X, y = X[keep], y[keep]
-    from virality.softmax import class_weights
+    from virality.ml.softmax import class_weights
 
     sw = class_weights(y, 5, "balanced")[y]
     result = search_l2(X, y, grid=(1e-5, 1e-3), n_folds=3, seed=2, sample_weight=sw)

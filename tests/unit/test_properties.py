@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from virality.artifact import MAX_ABS_PARAMETER, SCHEMA_VERSION, ModelArtifact, dump_artifact, load_artifact
 from virality.errors import ConvergenceWarning
-from virality.features import (
+from virality.ml.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
     Preprocessing,
@@ -21,8 +21,8 @@ from virality.features import (
     fit_preprocessing,
     raw_videos_from_records,
 )
-from virality.model import ViralityModel
-from virality.softmax import fit, objective
+from virality.ml.model import ViralityModel
+from virality.ml.softmax import fit, objective
 
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

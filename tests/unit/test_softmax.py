@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from virality import softmax
 from virality.errors import ConfigurationError, ConvergenceWarning
-from virality.softmax import (
+from virality.ml import softmax
+from virality.ml.softmax import (
     class_weights,
     fit,
     hessian,

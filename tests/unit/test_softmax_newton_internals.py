@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from virality import softmax
-from virality.softmax import fit, loss_gradient, objective
+from virality.ml import softmax
+from virality.ml.softmax import fit, loss_gradient, objective
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA_BUCKET
-from virality.datasets import load_training_data
+from virality.data.datasets import load_training_data
 from virality.errors import ConfigurationError, TrainingSourceNotFoundError
-from virality.registry import object_sha256
-from virality.sparktrain import source_sha256
-from virality.synthetic import sample_csv
+from virality.store.s3 import object_sha256
+from virality_dev.fakeaws import DATA_BUCKET
+from virality_dev.synthetic import sample_csv
+from virality_spark.train import source_sha256
 
 
 class _CountingBody:

@@ -24,8 +24,8 @@ def test_the_zip_carries_the_library_and_the_entry_point_runs_from_it(tmp_path: 
         sys.path.pop(0)
     archive, entry = build(tmp_path)
     names = set(zipfile.ZipFile(archive).namelist())
-    assert {"virality/sparktrain.py", "virality/spark_entry.py", "virality/features.py",
-            "virality/softmax.py"} <= names
+    assert {"virality_spark/train.py", "virality_spark/entry.py", "virality/ml/features.py",
+            "virality/ml/softmax.py"} <= names
     assert not any("__pycache__" in n for n in names)
     # a clean interpreter: the library comes from the zip, not from this checkout
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(archive)}
@@ -33,7 +33,7 @@ def test_the_zip_carries_the_library_and_the_entry_point_runs_from_it(tmp_path: 
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--source" in done.stdout and "--model-bucket" in done.stdout
-    where = subprocess.run([sys.executable, "-c", "import virality.sparktrain as m; print(m.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import virality_spark.train as m; print(m.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr
     assert where.stdout.strip().startswith(str(archive))
@@ -77,7 +77,7 @@ def _site_from_this_environment(site: Path) -> None:
 
 
 def test_the_dependencies_come_from_pypi_as_linux_wheels_for_the_emr_python(tmp_path: Path) -> None:
-    from virality.sparkjob import EMR_PYTHON, EMR_PYTHON_VERSION
+    from virality.services.sparkjob import EMR_PYTHON, EMR_PYTHON_VERSION
 
     script = _build_script()
     cmd = script.pip_command(tmp_path / "site")
@@ -99,7 +99,7 @@ def test_the_dependencies_come_from_pypi_as_linux_wheels_for_the_emr_python(tmp_
 
 
 def test_the_dependencies_archive_unpacks_into_a_path_the_job_imports_from(tmp_path: Path) -> None:
-    from virality.sparkjob import DEPS_ALIAS, DEPS_ARCHIVE, EMR_PYTHON_VERSION
+    from virality.services.sparkjob import DEPS_ALIAS, DEPS_ARCHIVE, EMR_PYTHON_VERSION
 
     script = _build_script()
     site = tmp_path / "site"
@@ -133,7 +133,8 @@ def test_the_dependencies_archive_unpacks_into_a_path_the_job_imports_from(tmp_p
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--source" in done.stdout
-    probe = "import numpy, pydantic_core, virality.sparktrain; print(numpy.__file__); print(virality.sparktrain.__file__)"
+    probe = ("import numpy, pydantic_core, virality_spark.train as t; print(numpy.__file__); "
+             "print(t.__file__)")
     where = subprocess.run([sys.executable, "-S", "-c", probe], cwd=work, env=env, capture_output=True, text=True,
                            timeout=120)
     assert where.returncode == 0, where.stderr
@@ -143,7 +144,7 @@ def test_the_dependencies_archive_unpacks_into_a_path_the_job_imports_from(tmp_p
 
 
 def test_routing_and_template_name_the_archives_make_builds() -> None:
-    from virality.sparkjob import (
+    from virality.services.sparkjob import (
         DEPS_ALIAS,
         DEPS_ARCHIVE,
         EMR_PYTHON,

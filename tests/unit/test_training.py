@@ -7,15 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from virality.datasets import Split, load_training_data
+from tests.unit.helpers import PINNED_CONFIG
+from virality.data.datasets import Split, load_training_data
 from virality.errors import ConfigurationError
-from virality.features import extract_features
-from virality.metrics import evaluate
-from virality.softmax import class_weights, fit, loss_gradient, objective
-from virality.synthetic import sample_csv
-from virality.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
-
-from .conftest import PINNED_CONFIG
+from virality.ml.features import extract_features
+from virality.ml.metrics import evaluate
+from virality.ml.softmax import class_weights, fit, loss_gradient, objective
+from virality.services.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
+from virality_dev.synthetic import sample_csv
 
 
 def test_newton_model_beats_the_majority_baseline_by_far(trained):

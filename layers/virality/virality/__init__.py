@@ -1,7 +1,7 @@
 """virality: predict how viral a TikTok video will be.
 
 A multinomial logistic-regression (softmax) model maps the 15 features of
-:mod:`virality.features` to five virality tiers; the 0-100 score is the
+:mod:`virality.ml.features` to five virality tiers; the 0-100 score is the
 probability-weighted sum of the tier midpoints ``[12.5, 35, 55, 72.5, 90]``.
 
 Layering (top to bottom): ``cli`` / Lambda handlers -> ``training`` and

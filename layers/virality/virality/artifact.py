@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import NUM_CLASSES, TIER_MIDPOINTS
-from .errors import ArtifactValidationError
-from .features import FEATURE_NAMES, N_FEATURES, Preprocessing
-from .metrics import EvaluationReport, Interval
-from .safejson import NestingTooDeepError, check_depth
-from .tiering import Tiering
+from virality import NUM_CLASSES, TIER_MIDPOINTS
+from virality.errors import ArtifactValidationError
+from virality.ml.features import FEATURE_NAMES, N_FEATURES, Preprocessing
+from virality.ml.metrics import EvaluationReport, Interval
+from virality.ml.tiering import Tiering
+from virality.safejson import NestingTooDeepError, check_depth
 
 SCHEMA_VERSION = 2
 

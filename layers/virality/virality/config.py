@@ -13,7 +13,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigurationError
+from virality.errors import ConfigurationError
 
 #: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
 OUTCOMES_PREFIX = "outcomes/"
@@ -106,7 +106,7 @@ class RetrainSettings(_EnvSettings):
         return v
 
     def training_l2(self) -> float | str | None:
-        """``train_l2`` for :class:`virality.training.TrainingConfig`: auto means the optimizer's default."""
+        """``train_l2`` for :class:`virality.services.training.TrainingConfig`: auto means the optimizer's default."""
         return None if self.train_l2 == "auto" and self.train_optimizer == "gd" else self.train_l2
 
 class AuditSettings(_EnvSettings):
@@ -128,3 +128,18 @@ class AuditSettings(_EnvSettings):
     promotion_logloss_tolerance: float = Field(0.05, ge=0, description="Recalibrated model may gain at most this much log-loss.")
 
     _norm_prefixes = field_validator("model_prefix", "outcomes_prefix")(_prefix)
+
+
+def l2_value(text: str) -> float | str:
+    """``--l2`` on a command line: a number, or ``auto`` (cross-validated).
+
+    Shared by ``virality train`` and the Spark entry point, so both accept the same spellings.
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        import argparse  # only on this error path: the handlers never pay for it
+
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None

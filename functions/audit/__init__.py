@@ -1,0 +1,1 @@
+"""The audit Lambda (SAM: CodeUri functions/audit/, Handler app.lambda_handler)."""

@@ -1,0 +1,1 @@
+"""The predict Lambda (SAM: CodeUri functions/predict/, Handler app.lambda_handler)."""

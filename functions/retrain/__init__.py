@@ -1,0 +1,1 @@
+"""The retrain Lambda (SAM: CodeUri functions/retrain/, Handler app.lambda_handler)."""
