@@ -229,15 +229,15 @@ def _batch_labels(batch: Any) -> tuple[np.ndarray | None, dict[int, str]]:
     """``labelViews`` of a batch (None without the column) and the message of each bad cell, by position.
 
     The values and rules of :func:`virality.data.labels.read_label_views`: every
-    record needs one, parsed by :func:`~virality.ml.features.parse_number`
-    (abbreviated counts too), never negative.
+    record needs one, parsed by :func:`~virality.ml.features.parse_number`,
+    finite and never negative.
     """
     if LABEL_COLUMN not in batch.columns:
         return None, {}
     import pandas as pd
 
     cells = batch[LABEL_COLUMN]
-    # Plain numbers in bulk; anything else (blank, "1.2K", junk, < 0) through the library's own rule.
+    # Plain numbers in bulk; anything else (blank, junk, < 0, inf) through the library's own rule.
     values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     errors: dict[int, str] = {}
     for i in np.flatnonzero(~(np.isfinite(values) & (values >= 0))):
