@@ -124,9 +124,10 @@ def _run_child(engine: str, path: Path, config: dict | None, timeout: float | No
     if timed_out:
         return {"error": f"stopped after {wall:.0f} s (--timeout)", "wall": wall, "peak_mb": peak / 2**20}
     if proc.returncode != 0 or line is None:
-        print(f"{engine} child failed (exit {proc.returncode}); its stderr ends:\n{stderr[-3000:]}", file=sys.stderr)
-        reason = next((ln.strip() for ln in reversed(stderr.splitlines())
-                       if "Error" in ln or "Exception" in ln), "")[:160]
+        print(f"{engine} child failed (exit {proc.returncode}); its stderr:\n{stderr[-20000:]}", file=sys.stderr)
+        # the first error message line (not a stack frame): the root cause, e.g. an OutOfMemoryError
+        reason = next((ln.strip() for ln in stderr.splitlines()
+                       if ("Error" in ln or "Exception" in ln) and not ln.lstrip().startswith("at ")), "")[:160]
         return {"error": f"failed after {wall:.0f} s (exit {proc.returncode}{': ' + reason if reason else ''})",
                 "wall": wall, "peak_mb": peak / 2**20}
     return {**json.loads(line[7:]), "wall": wall, "peak_mb": peak / 2**20}

@@ -928,6 +928,9 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
     train_correct = train_blocks.map(
         lambda b: int(np.sum((b[0] @ coef.T + intercept).argmax(axis=1) == b[1]))).sum()
     passes = result.passes + chosen.sample_passes + 1
+    # The fit is done: free the block cache before the test rows come to the driver (a local driver JVM is
+    # also the executor; with the blocks still cached, the 1M-row test collect at 5M rows failed in a 2 GB driver).
+    blocks.unpersist()
     # Test split on the driver: every row up to EVAL_MAX_ROWS, else a deterministic hash sample.
     n_test = int(test_counts.sum())
     test_raw_df = raw.where(F.col("_test"))
@@ -973,7 +976,6 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
         featureSet=config.feature_set,
         calibration=chosen.calibration,
     )
-    blocks.unpersist()
     raw.unpersist()
     return SparkTraining(TrainingOutcome(artifact, ViralityModel(artifact), report, None), test)  # type: ignore[arg-type]
 
