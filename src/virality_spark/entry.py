@@ -1,7 +1,8 @@
 """Spark entry point: one training object (S3 or local) -> a published version -> the gated pointer.
 
 This is what EMR Serverless runs (``entryPoint`` of ``StartJobRun``; the
-library travels in ``spark.submit.pyFiles``), and what the retrain Lambda
+library travels in ``spark.submit.pyFiles``, its compiled dependencies in
+``spark.archives``: :func:`virality.services.sparkjob.submit_parameters`), and what the retrain Lambda
 hands an upload to when it is larger than ``SPARK_MIN_BYTES``
 (:mod:`virality.services.sparkjob`). It publishes exactly like the retrain Lambda:
 
@@ -15,7 +16,8 @@ hands an upload to when it is larger than ``SPARK_MIN_BYTES``
 
 Usage::
 
-    spark-submit --py-files virality.zip spark_entry.py \\
+    spark-submit --py-files virality-spark.zip --archives virality-spark-deps.tar.gz#deps \\
+        --conf spark.executorEnv.PYTHONPATH=./deps spark_entry.py \\
         --source s3://bucket/training-data/big.parquet --model-bucket models-bucket
 
 Exit status: 0 published or duplicate, 1 the data was rejected (nothing
