@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parser  # noqa: E402
 
 from tests import export_samples as ex  # noqa: E402
-from virality.data.datasets import read_csv, read_jsonl  # noqa: E402
 from virality.data.importers import import_export, preset  # noqa: E402
+from virality.data.readers.csv_records import read_csv  # noqa: E402
+from virality.data.readers.json_lines import read_jsonl  # noqa: E402
 from virality_dev.synthetic import sample_csv, sample_records  # noqa: E402
 
 

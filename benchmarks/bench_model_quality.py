@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _common import docs_target, environment, markdown_table, parser, verdict, write_section
 
-from virality.data import datasets
-from virality.ml import features, softmax, tiering
+from virality.data import datasets, split
+from virality.ml import features, solvers, tiering
 from virality.ml.model_selection import DEFAULT_L2_GRID, search_l2, stratified_folds
 from virality.services.training import TrainingConfig, train_file
 from virality_dev import synthetic
@@ -69,7 +69,7 @@ def large_split(rows: int) -> tuple[np.ndarray, np.ndarray]:
         hasTrendingSound=cols["hasTrendingSound"].astype(float), captionLength=cols["captionLength"],
         weekday=((cols["postedAt"] // 86400 + 3) % 7).astype(float), hour=((cols["postedAt"] // 3600) % 24))
     tiers = tiering.assign_tiers(raw.views, tiering.fit_tiering(raw.views))
-    train_idx, _ = datasets.stratified_split(tiers, 0.2, SEED)
+    train_idx, _ = split.stratified_split(tiers, 0.2, SEED)
     raw_train = raw.take(train_idx)
     X = features.extract_features(raw_train, features.fit_preprocessing(raw_train))
     return X, tiers[train_idx] - 1
@@ -130,7 +130,7 @@ def quality_rows() -> list[list[str]]:
             return f"{value:.3f} [{iv[key].low:.3f}, {iv[key].high:.3f}]" if key in iv else f"{value:.3f}"
 
         t = f"{a.calibration.temperature:.3f}" if a.calibration and a.calibration.method == "temperature" else "–"
-        rows.append([label, f"{a.training.l2:g}", t, cell(r.accuracy, "accuracy"), cell(r.log_loss, "logLoss"),
+        rows.append([label, f"{a.training.l2:g}", t, cell(r.accuracy, "accuracy"), cell(r.logLoss, "logLoss"),
                      cell(r.ece, "ece"), f"{conf:.3f}"])
     return rows
 
@@ -151,7 +151,7 @@ def main() -> int:
     X, y = small_split()
     timings = cpu_and_wall({
         "search": lambda: search_l2(X, y, n_folds=FOLDS, seed=SEED),
-        "fixed": lambda: softmax.fit(X, y, l2_reg_strength=1e-3),
+        "fixed": lambda: solvers.fit(X, y, l2_reg_strength=1e-3),
     }, repeats=repeats)
     c_search, w_search, search = timings["search"]
     c_fixed, w_fixed, _ = timings["fixed"]
@@ -189,7 +189,7 @@ def main() -> int:
     XL, yL = large_split(large_rows)
     timings = cpu_and_wall({
         "search": lambda: search_l2(XL, yL, n_folds=FOLDS, seed=SEED),
-        "fixed": lambda: softmax.fit(XL, yL, l2_reg_strength=1e-3),
+        "fixed": lambda: solvers.fit(XL, yL, l2_reg_strength=1e-3),
     }, repeats=1, warmup=0)
     cl_search, wl_search, large_search = timings["search"]
     cl_fixed, wl_fixed, _ = timings["fixed"]

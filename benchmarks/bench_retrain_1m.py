@@ -65,7 +65,7 @@ def child_main(csv_path: str) -> None:
     emit({"load_s": t1 - t0, "train_model_s": t2 - t1, "fit_s": a.training.durationSeconds,
           "rows_train": a.data.rows.train, "rows_test": a.data.rows.test, "iterations": a.training.iterations,
           "objective": a.training.finalObjective, "converged": a.training.converged,
-          "test_accuracy": a.metrics.test.accuracy, "macro_f1": a.metrics.test.macro_f1,
+          "test_accuracy": a.metrics.test.accuracy, "macro_f1": a.metrics.test.macroF1,
           "rss_base": rss_base, "rss_data": rss_data, "peak_after_load": peak_load})
 
 

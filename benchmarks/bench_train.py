@@ -8,7 +8,7 @@ Data (synthetic, see ``virality_dev.synthetic``):
 * 1,000,000 rows straight from ``generate_columns`` -> ``RawVideos`` ->
   ``fit_preprocessing`` / ``extract_features`` and quintile tiers, without a CSV.
 
-Peers: our Newton (``virality.ml.softmax.fit``), our seed-faithful ``gd`` (at the
+Peers: our Newton (``virality.ml.solvers.fit``), our seed-faithful ``gd`` (at the
 large size only if its estimated run time fits the budget), and scikit-learn
 ``LogisticRegression(C=1/(l2*n), solver="lbfgs")`` at its default ``tol=1e-4``
 and at ``tol=1e-6`` (tightened further if that is not within 1e-6 of our
@@ -52,7 +52,8 @@ from _common import (
 )
 
 from virality.data import datasets
-from virality.ml import features, softmax, tiering
+from virality.data.readers import csv_records
+from virality.ml import features, softmax, solvers, tiering
 from virality_dev import synthetic
 
 L2 = 1e-3
@@ -89,7 +90,7 @@ def raw_from_columns(cols: dict[str, np.ndarray]) -> features.RawVideos:
 def check_columns_path(rows: int = 2000) -> None:
     """The no-CSV shortcut must give the same RawVideos as the CSV reader."""
     fast = raw_from_columns(synthetic.generate_columns(rows, SEED))
-    slow = datasets.read_csv(synthetic.sample_csv(rows, SEED), "check.csv")
+    slow = csv_records.read_csv(synthetic.sample_csv(rows, SEED), "check.csv")
     for name in features.RawVideos.__slots__:
         a, b = getattr(fast, name), getattr(slow, name)
         if not np.array_equal(a, b, equal_nan=True):
@@ -126,7 +127,7 @@ def fit_method(method: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
         with threadpool_limits(limits=1, user_api="blas"):
             return fit_method("newton", X, y)
     if method in ("newton", "gd"):
-        r = softmax.fit(X, y, optimizer=method, l2_reg_strength=L2)
+        r = solvers.fit(X, y, optimizer=method, l2_reg_strength=L2)
         return r.coef, r.intercept, r.n_iter
     from sklearn.linear_model import LogisticRegression
 

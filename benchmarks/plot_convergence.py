@@ -1,6 +1,6 @@
 """Newton vs the seed-faithful gd: objective gap per iteration on the 7,358-row data.
 
-Uses the ``callback`` of ``virality.ml.softmax.fit`` to record the objective and
+Uses the ``callback`` of ``virality.ml.solvers.fit`` to record the objective and
 max|gradient| after every Newton iteration / gd epoch, and plots
 ``F - F*`` (``F*`` = Newton's final objective) on a log scale. Writes
 ``docs/img/convergence.png``.
@@ -26,7 +26,7 @@ import numpy as np
 from _common import ROOT
 from bench_train import L2, SMALL_N, small_data
 
-from virality.ml import softmax
+from virality.ml import softmax, solvers
 
 OUT = ROOT / "docs" / "img" / "convergence.png"
 
@@ -34,7 +34,7 @@ OUT = ROOT / "docs" / "img" / "convergence.png"
 def trace(X: np.ndarray, y: np.ndarray, optimizer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(iterations, objective, max|grad|)``, starting with the initial point (iteration 0)."""
     hist: list[tuple[int, float, float]] = []
-    softmax.fit(X, y, optimizer=optimizer, l2_reg_strength=L2,
+    solvers.fit(X, y, optimizer=optimizer, l2_reg_strength=L2,
                 callback=lambda it, f, g: hist.append((it, f, g)))
     # gd's callback reports the objective *before* each epoch's step (epoch 1 = the start);
     # Newton's reports it after each step: prepend Newton's starting point (all zeros).
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     X, y = small_data()
-    f_star = softmax.fit(X, y, l2_reg_strength=L2).objective
+    f_star = solvers.fit(X, y, l2_reg_strength=L2).objective
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for name, style in (("newton", "o-"), ("gd", "-")):
         it, f, g = trace(X, y, name)

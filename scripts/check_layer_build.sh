@@ -79,6 +79,22 @@ for src in layers/virality/virality/baseline/*.json; do
     [[ -f "$LAYER/virality/baseline/$(basename "$src")" ]] || fail "built layer lacks package data virality/baseline/$(basename "$src")"
 done
 
+# The layer's own code is exactly the runtime library: every module of layers/virality/virality (each one
+# reachable from a handler, tests/unit/test_architecture.py) and nothing else - no dev or Spark package.
+"$PY" - "$LAYER" layers/virality/virality <<'EOF' || fail "file list of the built layer"
+import pathlib, sys
+layer, source = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+built = {p.relative_to(layer / "virality").as_posix() for p in (layer / "virality").rglob("*")
+         if p.is_file() and "__pycache__" not in p.parts}
+wanted = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+strays = sorted(n for n in ("virality_dev", "virality_spark", "functions", "tests") if (layer / n).exists())
+extra, missing = sorted(built - wanted), sorted(wanted - built)
+print(f"      virality in the layer: {len(built)} files ({sum(n.endswith('.py') for n in built)} modules)")
+if extra or missing or strays:
+    sys.exit(f"extra {extra[:10]}, missing {missing[:10]}, dev packages {strays}")
+EOF
+echo "PASS  built layer holds the runtime library only (no dev, Spark or test code)"
+
 # Every .py must have its cpython-312 .pyc; nothing may be left uncompiled.
 "$PY" - "$LAYER" <<'EOF' || fail "bytecode check of $LAYER"
 import importlib.util, pathlib, sys

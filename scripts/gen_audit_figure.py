@@ -23,7 +23,8 @@ OUT = REPO / "docs" / "img" / "audit-reliability.png"
 
 
 def main() -> int:
-    from virality.data.datasets import records_to_jsonl, stratified_split
+    from virality.data.datasets import records_to_jsonl
+    from virality.data.split import stratified_split
     from virality.ml.calibration import fit_temperature
     from virality.ml.model import ViralityModel
     from virality.services.audit import (

@@ -5,10 +5,19 @@ module-level :class:`~virality.services.serving.ModelProvider` for the model (lo
 once per cold start, refreshed per ``MODEL_REFRESH_SECONDS``) and return.
 """
 
+# ruff: noqa: E402 - the imports follow gc.disable() on purpose (see below)
 from __future__ import annotations
 
 import gc
 import os
+
+# In Lambda, no cyclic garbage collection while this module imports (pydantic, Powertools,
+# NumPy: ~100 collections that find almost nothing, ~10% of the import); frozen and
+# re-enabled at the end of the module.
+_IN_LAMBDA = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+if _IN_LAMBDA:
+    gc.disable()
+
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,10 +97,11 @@ def predict(request: Annotated[PredictRequest, Body(description="One instance or
             ) -> PredictResponse | BatchPredictResponse:
     # The annotation documents the body for OpenAPI; validation is ours (faster, clearer errors).
     event = app.current_event
-    settings = provider().settings
+    models = provider()
+    settings = models.settings
     raw = decode_body(event.body, bool(event.is_base64_encoded), settings.max_body_bytes)
     parsed = parse_predict_request(raw, settings.max_batch)
-    loaded = provider().get()
+    loaded = models.get()
     body = predict_body(parsed, loaded.model)
     n = len(parsed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=n)
@@ -182,8 +192,8 @@ def _internal(exc: Exception) -> Response:
 
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document of these routes, generated from the pydantic models."""
-    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) costs
-    # ~40 ms, so it is resolved only here, when the document is generated.
+    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) is a
+    # visible share of the cold start, so it is resolved only here, when the document is generated.
     from aws_lambda_powertools.event_handler.openapi.params import Body
 
     globals()["Body"] = Body
@@ -220,11 +230,12 @@ else:  # pragma: no cover
 
 # In a Lambda environment everything imported so far lives as long as the container: move
 # it out of the cyclic garbage collector's reach, so later collections (the rest of the cold
-# start, warm invocations) never rescan it. Measured: cold start 1.52x -> 1.31x of the
-# boto3+numpy floor (benchmarks/bench_cold_start.py). Not done elsewhere (tests reimport this
+# start, warm invocations) never rescan it (its effect on the cold start: docs/benchmarks.md,
+# cold start). Not done elsewhere (tests reimport this
 # module many times in one process).
-if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+if _IN_LAMBDA:
     gc.freeze()
+    gc.enable()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -142,8 +142,11 @@ def _join_table(args: argparse.Namespace, mapping) -> dict[str, Any] | None:
     return read_join_table(Path(args.join).read_bytes(), args.join, mapping.join)
 
 
-def _load_training_set(data: bytes, path: Path, config: Any, mapping: Any, args: argparse.Namespace) -> Any:
-    """The validated training set: a canonical file, or an export read through ``mapping``."""
+def _load_training_set(data: Any, path: Path, config: Any, mapping: Any, args: argparse.Namespace) -> Any:
+    """The validated training set: a canonical file, or an export read through ``mapping``.
+
+    ``data`` is a :class:`~virality.data.datasets.FileBytes`: the loader frees the file once parsed.
+    """
     from virality.data.datasets import load_training_data
 
     if mapping is None:
@@ -151,7 +154,7 @@ def _load_training_set(data: bytes, path: Path, config: Any, mapping: Any, args:
                                   seed=config.seed, tiering=config.tiering)
     from virality.data.importers import load_mapped_training_data
 
-    return load_mapped_training_data(data, str(path), mapping, test_fraction=config.test_fraction,
+    return load_mapped_training_data(data.take(), str(path), mapping, test_fraction=config.test_fraction,
                                      seed=config.seed, tiering=config.tiering, join=_join_table(args, mapping))
 
 
@@ -261,7 +264,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"training on {path} ({len(data) / 1e6:.1f} MB) with {config.optimizer}{search}...", file=sys.stderr)
     progress = _Progress(len(data) > 5_000_000 or args.verbose)
     progress.stage("reading and validating" + (f" through the {mapping.name} mapping" if mapping else ""))
-    ts = _load_training_set(data, path, config, mapping, args)
+    from virality.data.datasets import FileBytes
+
+    handed, data = FileBytes(data), b""       # no reference kept here: the loader frees the file once parsed
+    ts = _load_training_set(handed, path, config, mapping, args)
     progress.stage(f"{ts.train.X.shape[0] + ts.test.X.shape[0]:,} rows; "
                    + ("choosing l2, then fitting" if config.resolved_l2 == "auto" else "fitting"))
     outcome = train_model(ts, config, model_version=args.model_version, progress=progress)

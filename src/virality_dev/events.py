@@ -7,7 +7,6 @@ so the shapes are the ones API Gateway, S3 and SQS send.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import time
 import uuid
@@ -131,8 +130,3 @@ def sqs_wrap(s3_event: dict[str, Any]) -> dict[str, Any]:
     record["body"] = json.dumps(s3_event)
     event["Records"] = [record]
     return event
-
-
-def with_copy(event: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy (events are mutated by some callers)."""
-    return copy.deepcopy(event)

@@ -54,15 +54,6 @@ def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def fake_aws_environ(*, keep: tuple[str, ...] = ()) -> dict[str, str | None]:
-    """What :func:`patched_environ` applies for a clean, fake AWS environment.
-
-    ``keep`` names variables left as they are (e.g. the endpoint a running local stack set).
-    """
-    unset = {name: None for name in (*HANDLER_SETTINGS, *CONFLICTING_AWS_ENV) if name not in keep}
-    return {**unset, **FAKE_AWS_ENV}
-
-
 def create_buckets(client: Any, buckets: tuple[str, ...] = (DATA_BUCKET, MODEL_BUCKET)) -> None:
     """Versioned buckets, as template.yaml declares them."""
     for bucket in buckets:

@@ -47,7 +47,7 @@ def _reliability_png(outcome: TrainingOutcome, path: Path, plt) -> None:
     width = filled[0].upper - filled[0].lower if filled else 0.1
     ax.bar([b.lower for b in filled], [b.accuracy for b in filled], width=width, align="edge",
            edgecolor="black", alpha=0.7, label="accuracy in bin")
-    ax.plot([b.mean_confidence for b in filled], [b.accuracy for b in filled], "o", color="black",
+    ax.plot([b.meanConfidence for b in filled], [b.accuracy for b in filled], "o", color="black",
             markersize=4, label="(mean confidence, accuracy)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -61,7 +61,7 @@ def _reliability_png(outcome: TrainingOutcome, path: Path, plt) -> None:
 
 
 def _confusion_png(outcome: TrainingOutcome, path: Path, plt) -> None:
-    cm = np.asarray(outcome.test_report.confusion_matrix)
+    cm = np.asarray(outcome.test_report.confusionMatrix)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     fig, ax = plt.subplots(figsize=(5, 4.4), dpi=100)
@@ -95,20 +95,20 @@ def render_markdown(outcome: TrainingOutcome) -> str:
                   f"feature set `{a.featureSet or 'full'}`.", ""]
     lines += ["## Test split", "", "| metric | value | 95% interval |", "|---|---|---|"]
     intervals = (a.metrics.testIntervals or {}) if a.metrics else {}
-    for label, key, value in (("accuracy", "accuracy", r.accuracy), ("macro-F1", "macroF1", r.macro_f1),
-                              ("log-loss", "logLoss", r.log_loss), ("ECE (10 bins)", "ece", r.ece)):
+    for label, key, value in (("accuracy", "accuracy", r.accuracy), ("macro-F1", "macroF1", r.macroF1),
+                              ("log-loss", "logLoss", r.logLoss), ("ECE (10 bins)", "ece", r.ece)):
         iv = intervals.get(key)
         lines.append(f"| {label} | {value:.4f} | " + (f"[{iv.low:.4f}, {iv.high:.4f}] |" if iv else "– |"))
     extra: tuple[tuple[str, float | None], ...] = (
-        ("classwise-ECE", r.classwise_ece), ("MCE", r.mce), ("Brier", r.brier),
-        ("majority baseline accuracy", r.majority_baseline_accuracy))
+        ("classwise-ECE", r.classwiseEce), ("MCE", r.mce), ("Brier", r.brier),
+        ("majority baseline accuracy", r.majorityBaselineAccuracy))
     for label, maybe in extra:
         if maybe is not None:
             lines.append(f"| {label} | {maybe:.4f} | – |")
     lines += ["", "![reliability diagram](reliability.png) ![confusion matrix](confusion.png)", ""]
     if r.reliability:
         lines += ["## Reliability", "", "| confidence bin | rows | mean confidence | accuracy |", "|---|---|---|---|"]
-        lines += [f"| [{b.lower:.1f}, {b.upper:.1f}) | {b.count} | {b.mean_confidence:.3f} | {b.accuracy:.3f} |"
+        lines += [f"| [{b.lower:.1f}, {b.upper:.1f}) | {b.count} | {b.meanConfidence:.3f} | {b.accuracy:.3f} |"
                   for b in r.reliability if b.count]
         lines.append("")
     if a.training and a.training.l2Search:

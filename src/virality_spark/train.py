@@ -68,9 +68,10 @@ from virality.artifact import (
     new_version_id,
     utc_now_iso,
 )
-from virality.data.datasets import REQUIRED_COLUMNS, Split, _SlowPath, _vectorised_csv
 from virality.data.labels import LABEL_COLUMN
 from virality.data.labels import _value as _label_value
+from virality.data.readers.csv_records import REQUIRED_COLUMNS, _SlowPath, _vectorised_csv
+from virality.data.split import Split
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import (
@@ -86,7 +87,8 @@ from virality.ml.features import (
 from virality.ml.metrics import bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import out_of_fold_logits, search_l2
-from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, fit, hessian, loss_gradient, predict_proba
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, hessian, loss_gradient, predict_proba
+from virality.ml.solvers import fit
 from virality.ml.tiering import Tiering, assign_tiers
 from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
 
@@ -959,7 +961,7 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer="newton", l2=chosen.l2, classWeight=config.class_weight, iterations=result.n_iter,
             finalObjective=result.objective, gradientNorm=result.grad_norm, converged=result.converged,

@@ -112,7 +112,7 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
         assert any(line.startswith(command) or f"| {command}" in line for line in ran), command
     # What the commands say they write is there and is what it claims to be.
     from virality.artifact import load_artifact
-    from virality.data.datasets import read_csv
+    from virality.data.readers.csv_records import read_csv
 
     assert read_csv((tmp_path / "data.csv").read_bytes()).views.size == 7358
     assert read_csv((tmp_path / "videos.csv").read_bytes()).views.size > 0

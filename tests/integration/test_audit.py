@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from virality.artifact import ModelArtifact, load_artifact
-from virality.data.datasets import stratified_split
+from virality.data.split import stratified_split
 from virality.errors import VersionExistsError
 from virality.ml.metrics import expected_calibration_error
 from virality.ml.model import ViralityModel

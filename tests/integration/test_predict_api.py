@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from virality import TIER_MIDPOINTS
-from virality.ml.features import FEATURE_NAMES, raw_videos_from_records
+from virality.ml.features import FEATURE_NAMES
 from virality.services.serving import load_bundled_model
 from virality_dev.events import api_event, load_event
 from virality_dev.handlers import repo_root
 from virality_dev.synthetic import sample_records
+from virality_dev.testing import raw_videos_from_records
 
 EVENTS = repo_root() / "events"
 

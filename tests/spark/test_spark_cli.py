@@ -40,7 +40,7 @@ def test_train_with_the_spark_engine_and_the_default_options(spark: Any, tmp_pat
     assert t.l2 == t.l2Search.chosen and t.l2Search.sampleRows == artifact.data.rows.train
     assert artifact.calibration.method == "temperature" and artifact.calibration.nSamples == artifact.data.rows.train
     assert artifact.featureSet == "full"
-    assert artifact.metrics.testIntervals["accuracy"].n_resamples == 50
+    assert artifact.metrics.testIntervals["accuracy"].nResamples == 50
     report = capsys.readouterr().out
     assert "l2 search" in report and "calibration     temperature" in report
     assert f"{artifact.data.rows.train}-row driver sample" in report

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from virality.artifact import dump_artifact, load_artifact
-from virality.data.datasets import Split, TrainingSet
+from virality.data.split import Split, TrainingSet
 from virality.ml.calibration import fold_temperature
 from virality.ml.features import feature_set_mask
-from virality.ml.softmax import fit, objective, predict_proba
+from virality.ml.softmax import objective, predict_proba
+from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig, train_model
 from virality_dev.synthetic import sample_csv
 from virality_spark import train as sparktrain

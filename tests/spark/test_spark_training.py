@@ -17,7 +17,8 @@ import pytest
 from virality.artifact import dump_artifact, load_artifact
 from virality.errors import DataValidationError
 from virality.ml.features import fit_preprocessing
-from virality.ml.softmax import class_weights, fit, objective, predict_proba
+from virality.ml.softmax import class_weights, objective, predict_proba
+from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig
 from virality_dev.synthetic import sample_csv, sample_jsonl
 from virality_spark.train import (

@@ -568,11 +568,14 @@ def test_layer_has_the_xray_sdk_when_tracing_is_active(template):
 
 
 def test_retrain_memory_default_fits_the_largest_accepted_file(template):
-    # README "Scaling": a raw CSV has ~68 bytes per row and training from it peaks at
-    # under 300 bytes per row (benchmarks/bench_train_e2e.py), file included.
+    # docs/spark.md "Scaling": a raw CSV has ~68 bytes per row; training from it grows by
+    # 195-219 bytes per row (benchmarks/bench_train_e2e.py; the body is freed once parsed),
+    # plus at most ~640 MiB for the lambda search on its <= 1M-row sample.
     params = template["Parameters"]
     memory_mb = params["RetrainMemorySize"]["Default"]
     assert _fn_props(template, "RetrainFunction")["MemorySize"] == {"Ref": "RetrainMemorySize"}
     assert memory_mb == params["RetrainMemorySize"]["MaxValue"] == 10240
     rows = params["MaxTrainingBytes"]["Default"] / 68
-    assert rows * 300 <= memory_mb * 1024 * 1024 - 256 * 1024 * 1024     # 256 MiB for the runtime and imports
+    assert rows >= 40e6                                                   # issue 14's goal
+    # 256 MiB for the runtime and imports, 640 MiB for the search sample
+    assert rows * 230 <= memory_mb * 1024 * 1024 - (256 + 640) * 1024 * 1024

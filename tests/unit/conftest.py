@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.unit.helpers import PINNED_CONFIG
-from virality.data.datasets import TrainingSet, load_training_data
+from virality.data.datasets import load_training_data
+from virality.data.split import TrainingSet
 from virality.ml.features import FEATURE_NAMES
 from virality.services.training import TrainingConfig, TrainingOutcome, train_file
 from virality_dev.synthetic import sample_csv, sample_jsonl

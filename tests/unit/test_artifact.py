@@ -20,9 +20,10 @@ from virality.artifact import (
     new_version_id,
 )
 from virality.errors import ArtifactValidationError
-from virality.ml.features import FEATURE_NAMES, Preprocessing, raw_videos_from_records
+from virality.ml.features import FEATURE_NAMES, Preprocessing
 from virality.ml.model import ViralityModel
 from virality.ml.softmax import softmax
+from virality_dev.testing import raw_videos_from_records
 
 ORIGINAL_FIELDS = ("weights", "biases", "featureNames", "numClasses", "trainedAt", "accuracy", "confusionMatrix")
 
@@ -71,7 +72,7 @@ def test_every_original_field_is_present_with_the_original_shapes(trained, dumpe
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["trainedAt"])
     report = trained.test_report
     assert doc["accuracy"] == report.accuracy
-    assert doc["confusionMatrix"] == report.confusion_matrix
+    assert doc["confusionMatrix"] == report.confusionMatrix
     assert sum(map(sum, doc["confusionMatrix"])) == trained.training_set.test.X.shape[0]
 
 

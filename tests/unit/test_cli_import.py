@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from virality.artifact import load_artifact
-from virality.data.datasets import load_training_data, read_csv
+from virality.data.datasets import load_training_data
+from virality.data.readers.csv_records import read_csv
 from virality_dev.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]

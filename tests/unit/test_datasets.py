@@ -8,16 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from virality.data import datasets
-from virality.data.datasets import (
-    detect_format,
-    load_training_data,
-    read_csv,
-    read_jsonl,
-    read_seed_json,
-    records_to_jsonl,
-    stratified_split,
-)
+from virality.data.datasets import load_training_data, records_to_jsonl
+from virality.data.readers import csv_records, detect_format
+from virality.data.readers.csv_records import read_csv
+from virality.data.readers.json_lines import read_jsonl
+from virality.data.readers.seed_json import read_seed_json
+from virality.data.split import stratified_split
 from virality.errors import DataValidationError
 from virality.ml.features import FEATURE_NAMES, RawVideos, extract_features, fit_preprocessing
 from virality.ml.tiering import Tiering, assign_tiers
@@ -312,16 +308,16 @@ def both_paths(monkeypatch):
 
         with monkeypatch.context() as m:
             for name in fast_paths:
-                m.setattr(datasets, name, fast_only(getattr(datasets, name)))
+                m.setattr(csv_records, name, fast_only(getattr(csv_records, name)))
             fast = read_csv(data, "x.csv")
         assert calls == ["fast"], "the vectorised path was not taken"
 
         def slow(*args):
-            raise datasets._SlowPath
+            raise csv_records._SlowPath
 
         with monkeypatch.context() as m:
             for name in fast_paths:
-                m.setattr(datasets, name, slow)
+                m.setattr(csv_records, name, slow)
             slow_raw = read_csv(data, "x.csv")
         return fast, slow_raw
 

@@ -10,8 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from virality.data import datasets
-from virality.data.datasets import MAX_COLUMNS, load_training_data, read_csv, read_jsonl, read_seed_json
+from virality.data import readers
+from virality.data.datasets import load_training_data
+from virality.data.readers import csv_records, seed_json
+from virality.data.readers.csv_records import MAX_COLUMNS, read_csv
+from virality.data.readers.json_lines import read_jsonl
+from virality.data.readers.seed_json import read_seed_json
 from virality.errors import DataValidationError
 from virality.services import training
 from virality_dev.synthetic import sample_csv, sample_records
@@ -123,11 +127,11 @@ class _NoScan(list):
 
 
 def test_header_check_is_linear_and_names_duplicates():
-    names = [f"c{i}" for i in range(MAX_COLUMNS - 14)] + list(datasets.REQUIRED_COLUMNS) + ["caption", "c7"]
+    names = [f"c{i}" for i in range(MAX_COLUMNS - 14)] + list(csv_records.REQUIRED_COLUMNS) + ["caption", "c7"]
     with pytest.raises(DataValidationError) as info:
-        datasets._check_header(_NoScan(names), "dup.csv")
+        csv_records._check_header(_NoScan(names), "dup.csv")
     assert info.value.column == "c7" and "duplicated" in str(info.value)
-    datasets._check_header(_NoScan(names[:-1]), "ok.csv")
+    csv_records._check_header(_NoScan(names[:-1]), "ok.csv")
 
 
 # --------------------------------------------------------------------------- seed JSON: fast path == checked path
@@ -136,8 +140,8 @@ def test_header_check_is_linear_and_names_duplicates():
 def test_plain_seed_document_takes_the_vectorised_path_and_matches_the_checked_one(seed_json_doc, monkeypatch):
     data = json.dumps(seed_json_doc).encode()
     checked: list[str] = []
-    real = datasets._seed_split_checked
-    monkeypatch.setattr(datasets, "_seed_split_checked", lambda *a: checked.append(a[1]) or real(*a))
+    real = seed_json._seed_split_checked
+    monkeypatch.setattr(seed_json, "_seed_split_checked", lambda *a: checked.append(a[1]) or real(*a))
     fast_train, fast_test = read_seed_json(data, "seed.json")
     assert checked == []                                       # nothing needed the value-by-value check
     doc = json.loads(data)
@@ -154,3 +158,53 @@ def test_values_numpy_would_convert_silently_still_name_row_and_column(seed_json
     with pytest.raises(DataValidationError) as info:
         read_seed_json(json.dumps(doc).encode(), "seed.json")
     assert (info.value.row, info.value.column) == (4, "commentRate")
+
+
+@pytest.mark.parametrize("word", ["false", "null", "NaN", "Infinity"])
+def test_words_among_the_numbers_leave_the_plain_path(seed_json_doc, word):
+    doc = json.dumps(seed_json_doc)
+    assert seed_json._plain_numbers(doc.encode())
+    spoiled = doc.replace("[[", f"[[{word}, ", 1)              # a word in the first feature row
+    assert not seed_json._plain_numbers(spoiled.encode())
+
+
+def test_a_long_first_line_is_classified_without_its_end(monkeypatch):
+    monkeypatch.setattr(seed_json, "DETECT_PARSE_BYTES", 64)
+    seed_line = b'{"featureNames": [' + b"0," * 100 + b'0], "trainSet": {}}'
+    assert readers.detect_format(seed_line) == "seed-json"
+    assert readers.detect_format(b"\n" + seed_line[:40] + b" " * 80 + b'"trainSet": 1}\n') == "seed-json"
+    jsonl = b'{"views": 1, "caption": "' + b"x" * 200 + b'"}\n{"views": 2, "trainSet": 3}\n'
+    assert readers.detect_format(jsonl) == "jsonl"            # the key is on a later line only
+
+
+def test_handed_over_file_bytes_are_not_kept_by_the_holder():
+    """FileBytes gives the loader the only reference, so it can free the file once parsed."""
+    from virality.data.datasets import FileBytes, load_training_data
+    from virality_dev.synthetic import sample_csv
+
+    data = sample_csv(300, 7)
+    handed = FileBytes(data)
+    expected = load_training_data(data, "x.csv")
+    got = load_training_data(handed, "x.csv")
+    assert np.array_equal(got.train.X, expected.train.X) and got.sha256 == expected.sha256
+    with pytest.raises(RuntimeError, match="already taken"):
+        handed.take()
+
+
+def test_retrain_hands_the_s3_body_over_to_the_reader(monkeypatch):
+    """The retrain path keeps no reference to the body, so the reader can free it once parsed."""
+    from virality.services import retraining
+    from virality.services.training import TrainingConfig
+    from virality.store.s3 import SourceObject
+
+    source = SourceObject("b", "training-data/x.csv", None, '"e"', sample_csv(50, 1), {})
+    seen = []
+
+    def loader(data, where, **kwargs):
+        seen.append((type(data).__name__, source.body))
+        raise DataValidationError("stop here")
+
+    monkeypatch.setattr(retraining, "load_training_data", loader)
+    with pytest.raises(DataValidationError, match="stop here"):
+        retraining.retrain(None, source, TrainingConfig(), None)      # type: ignore[arg-type]
+    assert seen == [("FileBytes", b"")]

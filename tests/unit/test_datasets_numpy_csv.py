@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virality.data import datasets
-from virality.data.datasets import load_training_data, read_csv
+from virality.data.datasets import load_training_data
+from virality.data.readers import csv_records
+from virality.data.readers.csv_records import read_csv
 from virality.errors import DataValidationError
 from virality.ml.features import RawVideos
 from virality_dev.synthetic import sample_csv
@@ -31,7 +32,7 @@ def numpy_path(monkeypatch):
 
     def parse(data: bytes) -> RawVideos:
         blocks: list[str] = []
-        real = datasets._numpy_block
+        real = csv_records._numpy_block
 
         def spy(*args):
             out = real(*args)
@@ -39,7 +40,7 @@ def numpy_path(monkeypatch):
             return out
 
         with monkeypatch.context() as m:
-            m.setattr(datasets, "_numpy_block", spy)
+            m.setattr(csv_records, "_numpy_block", spy)
             raw = read_csv(data, "x.csv")
         assert blocks, "the NumPy path was not taken"
         return raw
@@ -48,7 +49,7 @@ def numpy_path(monkeypatch):
 
 
 def _reference(data: bytes) -> RawVideos:
-    return datasets._read_csv_module(data.decode("utf-8-sig"), "x.csv")
+    return csv_records._read_csv_module(data.decode("utf-8-sig"), "x.csv")
 
 
 def _assert_same(a: RawVideos, b: RawVideos) -> None:
@@ -123,7 +124,7 @@ def test_weekday_and_hour_of_canonical_timestamps_in_bulk(numpy_path):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(datasets, "NUMPY_BLOCK_ROWS", 4)
+    monkeypatch.setattr(csv_records, "NUMPY_BLOCK_ROWS", 4)
 
 
 @pytest.mark.parametrize(("column", "value", "fragment"), [
@@ -187,13 +188,13 @@ def test_blank_and_comma_only_lines_are_skipped_with_physical_line_numbers(small
 def test_block_boundaries_do_not_change_the_result(monkeypatch):
     data = sample_csv(500, seed=9)
     whole = read_csv(data)
-    monkeypatch.setattr(datasets, "NUMPY_BLOCK_ROWS", 7)
+    monkeypatch.setattr(csv_records, "NUMPY_BLOCK_ROWS", 7)
     _assert_same(read_csv(data), whole)
 
 
 def test_the_training_set_from_the_numpy_path_equals_the_csv_module_one(monkeypatch, sample_csv_bytes):
     fast = load_training_data(sample_csv_bytes, "s.csv")
-    monkeypatch.setattr(datasets, "_numpy_block", lambda *a: (_ for _ in ()).throw(datasets._SlowPath()))
+    monkeypatch.setattr(csv_records, "_numpy_block", lambda *a: (_ for _ in ()).throw(csv_records._SlowPath()))
     slow = load_training_data(sample_csv_bytes, "s.csv")
     np.testing.assert_array_equal(fast.train.X, slow.train.X)
     np.testing.assert_array_equal(fast.test.X, slow.test.X)

@@ -19,12 +19,11 @@ from virality.ml.features import (
     extract_features,
     feature_vector_to_ml_input,
     fit_preprocessing,
-    named_features_to_vector,
     parse_flag,
     parse_number,
     parse_posted_at,
-    raw_videos_from_records,
 )
+from virality_dev.testing import named_features_to_vector, raw_videos_from_records
 
 EXPECTED_NAMES = (
     "shareRate", "commentRate", "likeRate", "saveRate", "shareToLikeRatio", "commentToLikeRatio",

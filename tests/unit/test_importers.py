@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tests import export_samples as ex
-from virality.data.datasets import read_csv
 from virality.data.importers import (
     MAX_REPORTED_PROBLEMS,
     PRESETS,
@@ -28,9 +27,10 @@ from virality.data.importers import (
     read_join_table,
     to_canonical_csv,
 )
+from virality.data.readers.csv_records import read_csv
 from virality.errors import ConfigurationError, DataValidationError
-from virality.ml.features import raw_videos_from_records
 from virality_dev.synthetic import sample_records
+from virality_dev.testing import raw_videos_from_records
 
 
 @pytest.fixture(scope="module")

@@ -58,19 +58,19 @@ def test_precision_recall_f1_by_hand():
 def test_evaluate_hand_example():
     # Given probabilities 0.6 on the predicted tier, 0.1 elsewhere
     report = evaluate(Y_TRUE, _proba_for(Y_PRED))
-    assert report.n_samples == 10
+    assert report.nSamples == 10
     assert report.accuracy == pytest.approx(0.6)
-    assert report.confusion_matrix == CM
+    assert report.confusionMatrix == CM
     # macro-F1 over the classes seen in truth or predictions (0..3): (4/7 + 4/5 + 4/7 + 0) / 4
-    assert report.macro_f1 == pytest.approx(17 / 35, rel=1e-14)
-    assert report.macro_f1 == pytest.approx(skm.f1_score(Y_TRUE, Y_PRED, average="macro"), rel=1e-14)
+    assert report.macroF1 == pytest.approx(17 / 35, rel=1e-14)
+    assert report.macroF1 == pytest.approx(skm.f1_score(Y_TRUE, Y_PRED, average="macro"), rel=1e-14)
     # log-loss: six rows with p(true) = 0.6, four with 0.1
-    assert report.log_loss == pytest.approx(-(6 * math.log(0.6) + 4 * math.log(0.1)) / 10, rel=1e-14)
+    assert report.logLoss == pytest.approx(-(6 * math.log(0.6) + 4 * math.log(0.1)) / 10, rel=1e-14)
     # every confidence is 0.6 and accuracy is 0.6: perfectly calibrated
     assert report.ece == pytest.approx(0.0, abs=1e-15)
     # the most frequent actual tier (tier 3, four rows) is 40 %
-    assert report.majority_baseline_accuracy == pytest.approx(0.4)
-    per = {c.tier: c for c in report.per_class}
+    assert report.majorityBaselineAccuracy == pytest.approx(0.4)
+    per = {c.tier: c for c in report.perClass}
     assert sorted(per) == [1, 2, 3, 4, 5]
     assert (per[2].precision, per[2].recall, per[2].support) == (pytest.approx(2 / 3), 1.0, 2)
     assert per[5].support == 0 and per[5].f1 == 0.0
@@ -110,12 +110,12 @@ def test_evaluate_agrees_with_sklearn_on_random_data():
     report = evaluate(y, P)
     y_pred = P.argmax(axis=1)
     assert report.accuracy == pytest.approx(skm.accuracy_score(y, y_pred), rel=1e-15)
-    assert report.confusion_matrix == skm.confusion_matrix(y, y_pred, labels=range(5)).tolist()
-    assert report.macro_f1 == pytest.approx(skm.f1_score(y, y_pred, average="macro"), rel=1e-12)
-    assert report.log_loss == pytest.approx(skm.log_loss(y, P, labels=range(5)), rel=1e-12)
-    assert report.majority_baseline_accuracy == pytest.approx(np.bincount(y).max() / 400)
+    assert report.confusionMatrix == skm.confusion_matrix(y, y_pred, labels=range(5)).tolist()
+    assert report.macroF1 == pytest.approx(skm.f1_score(y, y_pred, average="macro"), rel=1e-12)
+    assert report.logLoss == pytest.approx(skm.log_loss(y, P, labels=range(5)), rel=1e-12)
+    assert report.majorityBaselineAccuracy == pytest.approx(np.bincount(y).max() / 400)
     p, r, f, s = skm.precision_recall_fscore_support(y, y_pred, labels=range(5), zero_division=0)
-    for c in report.per_class:
+    for c in report.perClass:
         k = c.tier - 1
         assert (c.precision, c.recall, c.f1, c.support) == (pytest.approx(p[k]), pytest.approx(r[k]),
                                                               pytest.approx(f[k]), s[k])
@@ -123,9 +123,9 @@ def test_evaluate_agrees_with_sklearn_on_random_data():
 
 def test_evaluate_empty_split_does_not_crash():
     report = evaluate(np.array([], dtype=int), np.zeros((0, 5)))
-    assert report.n_samples == 0
-    assert report.accuracy == 0.0 and report.majority_baseline_accuracy == 0.0
-    assert report.confusion_matrix == [[0] * 5] * 5
+    assert report.nSamples == 0
+    assert report.accuracy == 0.0 and report.majorityBaselineAccuracy == 0.0
+    assert report.confusionMatrix == [[0] * 5] * 5
 
 
 def test_report_serialises_with_camel_case_aliases():

@@ -110,10 +110,10 @@ def test_reliability_ece_mce_classwise_match_references(seed, temperature):
         assert (b.lower, b.upper) == pytest.approx((k / 10, (k + 1) / 10))
         assert b.count == cnt
         if cnt:
-            assert b.mean_confidence == pytest.approx(c, rel=1e-12)
+            assert b.meanConfidence == pytest.approx(c, rel=1e-12)
             assert b.accuracy == pytest.approx(a, rel=1e-12)
         else:
-            assert b.mean_confidence is None and b.accuracy is None
+            assert b.meanConfidence is None and b.accuracy is None
     assert expected_calibration_error(y, P_t) == pytest.approx(_ref_ece(y, P_t), abs=1e-12)
     assert maximum_calibration_error(y, P_t) == pytest.approx(_ref_mce(y, P_t), abs=1e-12)
     assert classwise_calibration_error(y, P_t) == pytest.approx(_ref_classwise(y, P_t), abs=1e-12)
@@ -183,10 +183,10 @@ def test_evaluate_intervals_equal_the_generic_bootstrap_of_each_metric():
         got = report.intervals[name]
         assert (got.low, got.high, got.estimate) == pytest.approx((ref.low, ref.high, ref.estimate), rel=1e-9)
     assert report.intervals["accuracy"].estimate == pytest.approx(report.accuracy)
-    assert report.intervals["macroF1"].estimate == pytest.approx(report.macro_f1)
+    assert report.intervals["macroF1"].estimate == pytest.approx(report.macroF1)
     # the new scalar fields are the standalone functions
     assert report.brier == pytest.approx(brier_score(y, P))
-    assert report.classwise_ece == pytest.approx(classwise_calibration_error(y, P))
+    assert report.classwiseEce == pytest.approx(classwise_calibration_error(y, P))
     assert report.mce == pytest.approx(maximum_calibration_error(y, P))
     assert [b.count for b in report.reliability] == [b.count for b in reliability_table(y, P)]
 

@@ -21,7 +21,8 @@ from virality.ml.features import (
 )
 from virality.ml.metrics import expected_calibration_error, log_loss
 from virality.ml.model_selection import search_l2, stratified_folds
-from virality.ml.softmax import fit, objective, predict_proba, softmax
+from virality.ml.softmax import objective, predict_proba, softmax
+from virality.ml.solvers import fit
 from virality.ml.tiering import assign_tiers, fit_tiering
 from virality.services.training import TrainingConfig, train_file, train_model
 from virality_dev.synthetic import sample_csv, sample_jsonl, sample_records
@@ -138,7 +139,7 @@ def test_calibration_lowers_out_of_fold_ece_of_a_mis_regularised_fit():
     assert cal.test_report.accuracy == raw.test_report.accuracy
     # And the test split (never used for T) is better calibrated too
     assert cal.test_report.ece < raw.test_report.ece
-    assert cal.test_report.log_loss < raw.test_report.log_loss
+    assert cal.test_report.logLoss < raw.test_report.logLoss
 
 
 def test_calibration_summary_matches_the_metrics():
@@ -163,7 +164,7 @@ def test_defaults_are_auto_and_temperature_for_newton(trained_auto):
     assert a.featureSet == "full" and a.data.labelColumn == "views"
     assert set(a.metrics.testIntervals) == {"accuracy", "macroF1", "logLoss", "ece"}
     iv = a.metrics.testIntervals["accuracy"]
-    assert iv.low <= a.accuracy <= iv.high and iv.n_resamples == 1000
+    assert iv.low <= a.accuracy <= iv.high and iv.nResamples == 1000
     assert a.metrics.test.brier is not None and len(a.metrics.test.reliability) == 10
     # the artifact round-trips with every new field
     assert dump_artifact(load_artifact(dump_artifact(a))) == dump_artifact(a)
@@ -174,7 +175,7 @@ def test_auto_beats_the_original_lambda_on_realistic_data():
     old = train_file(data, "s.csv", TrainingConfig(l2=1e-3, calibration="none"), model_version="old")
     new = train_file(data, "s.csv", model_version="new")
     assert new.artifact.training.l2 < 1e-3
-    assert new.test_report.log_loss < old.test_report.log_loss - 0.1
+    assert new.test_report.logLoss < old.test_report.logLoss - 0.1
     assert new.test_report.ece < old.test_report.ece
     assert new.test_report.accuracy > old.test_report.accuracy
 

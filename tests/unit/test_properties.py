@@ -19,10 +19,11 @@ from virality.ml.features import (
     Preprocessing,
     extract_features,
     fit_preprocessing,
-    raw_videos_from_records,
 )
 from virality.ml.model import ViralityModel
-from virality.ml.softmax import fit, objective
+from virality.ml.softmax import objective
+from virality.ml.solvers import fit, make_solver
+from virality_dev.testing import raw_videos_from_records
 
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -158,8 +159,9 @@ def test_trainer_is_deterministic_on_random_data(data, optimizer, l2):
     X, y = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        a = fit(X, y, optimizer=optimizer, l2_reg_strength=l2, epochs=50)
-        b = fit(X.copy(), y.copy(), optimizer=optimizer, l2_reg_strength=l2, epochs=50)
+        solver = make_solver(optimizer, **({"epochs": 50} if optimizer == "gd" else {}))
+        a = fit(X, y, l2_reg_strength=l2, solver=solver)
+        b = fit(X.copy(), y.copy(), l2_reg_strength=l2, solver=solver)
     assert a.coef.tobytes() == b.coef.tobytes()
     assert a.intercept.tobytes() == b.intercept.tobytes()
     assert np.all(np.isfinite(a.coef)) and np.all(np.isfinite(a.intercept))

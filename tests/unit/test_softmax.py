@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from virality.errors import ConfigurationError, ConvergenceWarning
-from virality.ml import softmax
-from virality.ml.softmax import (
-    class_weights,
-    fit,
-    hessian,
-    loss_gradient,
-    mulberry32,
-    objective,
-    predict_proba,
-)
+from virality.ml import softmax, solvers
+from virality.ml.softmax import class_weights, hessian, loss_gradient, objective, predict_proba
+from virality.ml.solvers import fit, mulberry32
 
 # --------------------------------------------------------------------------- independent references
 
@@ -457,16 +450,16 @@ def test_subsampled_warm_start_reaches_the_same_optimum(training_set, monkeypatc
     X, y = training_set.train.X, training_set.train.y
     baseline = fit(X, y)
     # Given thresholds small enough that this data set takes the subsample path
-    monkeypatch.setattr(softmax, "SUBSAMPLE_MIN_ROWS", 500)
-    monkeypatch.setattr(softmax, "SUBSAMPLE_ROWS", 100)
+    monkeypatch.setattr(solvers, "SUBSAMPLE_MIN_ROWS", 500)
+    monkeypatch.setattr(solvers, "SUBSAMPLE_ROWS", 100)
     sizes: list[int] = []
-    real_loop = softmax._newton_loop
+    real_loop = solvers.NewtonSolver.iterate
 
-    def spy(prob, *args, **kwargs):
-        sizes.append(prob.X.shape[0])
-        return real_loop(prob, *args, **kwargs)
+    def spy(self, objective, data, *args, **kwargs):
+        sizes.append(data.X.shape[0])
+        return real_loop(self, objective, data, *args, **kwargs)
 
-    monkeypatch.setattr(softmax, "_newton_loop", spy)
+    monkeypatch.setattr(solvers.NewtonSolver, "iterate", spy)
     warm = fit(X, y)
     # Then a subsample was solved first, the full data second ...
     assert len(sizes) == 2 and sizes[0] < X.shape[0] // 5 and sizes[1] == X.shape[0]

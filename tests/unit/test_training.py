@@ -8,20 +8,22 @@ import numpy as np
 import pytest
 
 from tests.unit.helpers import PINNED_CONFIG
-from virality.data.datasets import Split, load_training_data
+from virality.data.datasets import load_training_data
+from virality.data.split import Split
 from virality.errors import ConfigurationError
 from virality.ml.features import extract_features
 from virality.ml.metrics import evaluate
-from virality.ml.softmax import class_weights, fit, loss_gradient, objective
+from virality.ml.softmax import class_weights, loss_gradient, objective
+from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
 from virality_dev.synthetic import sample_csv
 
 
 def test_newton_model_beats_the_majority_baseline_by_far(trained):
     report = trained.test_report
-    assert report.majority_baseline_accuracy == pytest.approx(0.2, abs=0.01)   # quintile tiers
-    assert report.accuracy >= report.majority_baseline_accuracy + 0.15
-    assert report.macro_f1 > 0.3
+    assert report.majorityBaselineAccuracy == pytest.approx(0.2, abs=0.01)   # quintile tiers
+    assert report.accuracy >= report.majorityBaselineAccuracy + 0.15
+    assert report.macroF1 > 0.3
     assert trained.artifact.accuracy == report.accuracy
     assert trained.artifact.metrics.test == report
 
@@ -63,7 +65,7 @@ def test_report_is_readable(trained):
     assert header == ["1", "2", "3", "4", "5"]
     rows = [list(map(int, line.split())) for line in lines[start + 2:start + 7]]
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
-    assert [r[1:] for r in rows] == trained.test_report.confusion_matrix
+    assert [r[1:] for r in rows] == trained.test_report.confusionMatrix
 
 
 def test_report_of_an_original_format_artifact_shows_accuracy(trained):
@@ -159,3 +161,39 @@ def test_config_is_recorded(sample_csv_bytes):
 def test_invalid_training_config(kwargs):
     with pytest.raises(ConfigurationError):
         TrainingConfig(**kwargs)
+
+
+def test_above_search_rows_lambda_and_temperature_come_from_a_sample_and_the_fit_uses_every_row():
+    from virality.ml.model_selection import search_l2
+
+    ts = load_training_data(sample_csv(3000, 11), "s.csv")
+    n = ts.train.y.shape[0]
+    config = TrainingConfig(search_rows=800, bootstrap=0, l2_grid=(1e-4, 1e-3, 1e-2))
+    art = train_model(ts, config).artifact
+    rows = np.arange(0, n, -(-n // 800))
+    assert art.training.l2Search.sampleRows == rows.size < n
+    assert art.calibration.nSamples == rows.size
+    # the search is the one on the sampled rows ...
+    search = search_l2(ts.train.X[rows], ts.train.y[rows], grid=config.l2_grid, seed=config.seed)
+    assert art.training.l2 == search.chosen
+    # ... and the fit at its lambda is the optimum over every training row
+    exact = fit(ts.train.X, ts.train.y, l2_reg_strength=search.chosen, tol=1e-10)
+    assert abs(art.training.finalObjective - exact.objective) <= 1e-12 * exact.objective
+    assert train_model(ts, config).artifact.weights == art.weights          # deterministic
+    whole = train_model(ts, TrainingConfig(search_rows=None, bootstrap=0, l2_grid=config.l2_grid)).artifact
+    assert whole.training.l2Search.sampleRows is None and whole.calibration.nSamples == n
+
+
+def test_search_rows_must_leave_every_fold_some_rows():
+    with pytest.raises(ConfigurationError, match="search rows"):
+        TrainingConfig(search_rows=3)
+
+
+def test_bootstrap_resamples_are_capped_by_draws_only_for_very_large_test_splits():
+    from virality.services.training import BOOTSTRAP_DRAWS, bootstrap_resamples
+
+    assert bootstrap_resamples(1000, 200_000) == 1000
+    assert bootstrap_resamples(1000, 2_000_000) == 1000
+    assert bootstrap_resamples(1000, 8_000_000) == BOOTSTRAP_DRAWS // 8_000_000 == 250
+    assert bootstrap_resamples(1000, 10**9) == 200            # never fewer than MIN_BOOTSTRAP_RESAMPLES
+    assert bootstrap_resamples(50, 8_000_000) == 50           # a smaller request is kept

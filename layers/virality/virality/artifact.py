@@ -58,7 +58,8 @@ class L2Search(_Model):
     durationSeconds: float | None = None
     sampleRows: int | None = Field(
         None, description="training rows the search ran on when it ran on a subsample (Spark engine: a strided "
-                          "driver-side sample of the training split); None: the whole training split")
+                          "driver-side sample of the training split; NumPy engine: a strided sample above "
+                          "TrainingConfig.search_rows); None: the whole training split")
 
 
 class CalibrationInfo(_Model):

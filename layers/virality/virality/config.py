@@ -14,6 +14,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from virality.errors import ConfigurationError
+from virality.ml.softmax import Optimizer
 
 #: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
 OUTCOMES_PREFIX = "outcomes/"
@@ -82,7 +83,7 @@ class RetrainSettings(_EnvSettings):
     data_bucket: str | None = Field(None, description="Only events from this bucket are trained on (unset: any).")
     training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")
     max_training_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse training objects larger than this.")
-    train_optimizer: Literal["newton", "gd"] = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
+    train_optimizer: Optimizer = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
     train_l2: float | Literal["auto"] = Field(
         "auto", description="L2 strength lambda, or auto (cross-validated; newton only). gd uses 0.001 for auto.")
     train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")

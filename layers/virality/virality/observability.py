@@ -1,7 +1,7 @@
 """Logger, Metrics and (only when tracing is on) Tracer, created in one place.
 
-Constructing Powertools' ``Tracer`` imports the X-Ray SDK (~0.3 s of cold
-start) even with tracing disabled, so :func:`tracer` builds it only when
+Constructing Powertools' ``Tracer`` imports the X-Ray SDK (the largest single
+import of a cold start, docs/benchmarks.md) even with tracing disabled, so :func:`tracer` builds it only when
 tracing is enabled: inside Lambda and ``POWERTOOLS_TRACE_DISABLED`` not true.
 Otherwise the capture decorators are identity functions.
 """

@@ -63,14 +63,14 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from virality.data.datasets import TrainingSet, build_training_set
+from virality.data.split import TrainingSet, build_training_set
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.features import RawColumnsBuilder, RawVideos, parse_flag, parse_number, parse_posted_at
 
@@ -903,7 +903,7 @@ def load_mapped_training_data(data: bytes, source: str, mapping: ColumnMapping, 
     """
     result = import_export(data, source, mapping, join)
     return build_training_set(result.raw, source=source, sha256=hashlib.sha256(data).hexdigest(),
-                              fmt=f"{mapping.name}:{result.shape}",  # type: ignore[arg-type]
+                              fmt=f"{mapping.name}:{result.shape}",
                               test_fraction=test_fraction, seed=seed, tiering=tiering)
 
 
@@ -915,8 +915,3 @@ def preset_loader(key: str, metadata: Mapping[str, str]) -> Callable[..., Traini
     """
     name = preset_for_object(key, metadata)
     return None if name is None else functools.partial(load_mapped_training_data, mapping=preset(name))
-
-
-def available_presets() -> Iterable[tuple[str, str]]:
-    """``(name, description)`` of each built-in preset."""
-    return ((name, doc["description"]) for name, doc in PRESETS.items())

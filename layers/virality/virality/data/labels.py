@@ -58,8 +58,12 @@ def _jsonl_label_views(text: str, source: str) -> np.ndarray | None:
     return np.asarray([_value(r.get(LABEL_COLUMN), n, source) for n, r in records], dtype=np.float64)
 
 
-def read_label_views(data: bytes, fmt: str, source: str = "") -> np.ndarray | None:
-    """``labelViews`` of every record, shape (n_samples,), or None when the file has none.
+def _text_with_labels(data: bytes) -> str | None:
+    return data.decode("utf-8-sig") if LABEL_COLUMN.encode() in data else None
+
+
+def csv_label_views(data: bytes, source: str = "") -> np.ndarray | None:
+    """``labelViews`` of every CSV record, shape (n_samples,), or None when the file has none.
 
     Call after the main reader accepted the file (same rows, same order).
 
@@ -68,11 +72,11 @@ def read_label_views(data: bytes, fmt: str, source: str = "") -> np.ndarray | No
     DataValidationError
         A row without a value, or a negative or non-numeric one, named by row and column.
     """
-    if LABEL_COLUMN.encode() not in data:
-        return None
-    text = data.decode("utf-8-sig")
-    if fmt == "csv":
-        return _csv_label_views(text, source)
-    if fmt == "jsonl":
-        return _jsonl_label_views(text, source)
-    return None
+    text = _text_with_labels(data)
+    return None if text is None else _csv_label_views(text, source)
+
+
+def jsonl_label_views(data: bytes, source: str = "") -> np.ndarray | None:
+    """``labelViews`` of every JSON Lines record (see :func:`csv_label_views`)."""
+    text = _text_with_labels(data)
+    return None if text is None else _jsonl_label_views(text, source)

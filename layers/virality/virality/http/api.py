@@ -12,9 +12,11 @@ from __future__ import annotations
 import binascii
 import itertools
 import json
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jiter
@@ -37,7 +39,9 @@ from virality.ml.features import (
     FEATURE_NAMES,
     FEATURES,
     N_FEATURES,
+    RAW_NUMERIC_FIELDS,
     RawColumnsBuilder,
+    RawVideos,
     feature_vector_to_ml_input,
     parse_posted_at,
 )
@@ -326,7 +330,7 @@ def decode_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
             raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
                                          [{"field": "body", "message": "too large"}], status=413)
         try:
-            raw = binascii.a2b_base64(raw, strict_mode=True)   # ~10x b64decode(validate=True)
+            raw = binascii.a2b_base64(raw, strict_mode=True)   # much faster than b64decode(validate=True)
         except (binascii.Error, ValueError):
             raise RequestValidationError("body is marked base64 but is not valid base64",
                                          [{"field": "body", "message": "invalid base64"}], status=400) from None
@@ -341,20 +345,28 @@ class ParsedRequest:
     """A validated request.
 
     Exactly one of ``X`` (named features only, shape (n_instances, 15), columns in
-    :data:`FEATURE_NAMES` order: the fast path) and ``instances`` (validated
-    pydantic instances) is set.
+    :data:`FEATURE_NAMES` order: the fast path), ``videos`` (raw videos only, as
+    columns of shape (n_instances,), with ``video_ids`` their optional ids: the
+    raw-video fast path) and ``instances`` (validated pydantic instances) is set.
     """
 
     batch: bool
     explain: bool
     X: np.ndarray | None = None
     instances: Sequence[Instance | PredictRequest] | None = None
+    videos: RawVideos | None = None
+    video_ids: Sequence[str | None] | None = None
 
     def __len__(self) -> int:
+        if self.videos is not None:
+            return len(self.videos)
         return len(self.X if self.X is not None else self.instances)  # type: ignore[arg-type]
 
 
 _NUMBER_TYPES = frozenset((float, int))
+_SMALL_BATCH = 4
+#: "e"s in the keys of one batch instance: ``"features"`` and the 15 names.
+_KEY_E_COUNT = "features".count("e") + sum(name.count("e") for name in FEATURE_NAMES)
 _ordered_features = operator.itemgetter(*FEATURE_NAMES)
 
 
@@ -385,20 +397,168 @@ def _named_features_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | Non
         return None
     try:
         rows = [_ordered_features(item["features"]) for item in items]
-        X = np.array(rows)      # dtype float64/int64 only if every value is a number or a bool
+        if n <= _SMALL_BATCH:
+            # A few rows: checked in plain Python (NumPy's per-call overhead dominates here).
+            # JSON gives no NaN (allow_inf_nan=False); an overflowing literal (inf) or an int
+            # beyond float range fails the bounds.
+            values = rows[0] if n == 1 else list(itertools.chain.from_iterable(rows))
+            if not (set(map(type, values)) <= _NUMBER_TYPES and min(values) >= 0 and max(values) <= 1):
+                return None
+            return ParsedRequest(batch=batch, explain=explain, X=np.array(rows, dtype=np.float64))
+        # float() of each value: a bool becomes 0/1 (ruled out below), None or a container
+        # raises TypeError, an int beyond float range OverflowError (no strings: see the count).
+        X = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n * N_FEATURES)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
-    if X.dtype.kind not in "fi" or X.shape != (n, N_FEATURES):
+    X = X.reshape(n, N_FEATURES)
+    # JSON booleans only come from the literals true/false, each with one "e". The keys are
+    # now known exactly, so any other "e" is a number's exponent or a boolean: without one no
+    # value can be a bool (one pass, cheaper than searching for both words); with one (e.g.
+    # "explain": true, 1e-05) check every value's type.
+    keys_e = _KEY_E_COUNT * n + sum(key.count("e") for key in doc) + (1 if "explain" in doc else 0)
+    if raw.count(b"e") != keys_e and not set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
         return None
-    # JSON booleans only come from the literals true/false: without them no value can be a bool;
-    # with them (e.g. "explain": true) check every value's type.
-    if (b"true" in raw or b"false" in raw) and not set(
-            map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
-        return None
-    X = X.astype(np.float64, copy=False)
     if not (np.isfinite(X).all() and X.min() >= 0.0 and X.max() <= 1.0):
         return None
     return ParsedRequest(batch=batch, explain=explain, X=X)
+
+
+_VIDEO_REQUIRED = frozenset((*RAW_NUMERIC_FIELDS, "hasTrendingSound", "postedAt"))
+_VIDEO_FIELDS = frozenset((*_VIDEO_REQUIRED, "videoId", "followers", "captionLength", "caption"))
+_video_counts = operator.itemgetter(*RAW_NUMERIC_FIELDS)
+_VIDEO_ID_MAX = 256
+_CAPTION_MAX = 20_000
+_EPOCH_WEEKDAY = 3           # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def _optional_count(value: Any) -> float | None:
+    """``value`` as :data:`Count` | None accepts it, as a float (nan for None); None when in doubt."""
+    if value is None:
+        return math.nan
+    if type(value) in _NUMBER_TYPES:
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if number >= 0.0 and number != math.inf:
+            return number
+    return None
+
+
+def _weekday_hour(value: Any) -> tuple[int, int] | None:
+    """(UTC weekday, hour) of a ``postedAt`` that :func:`parse_posted_at` accepts; None when in doubt."""
+    kind = type(value)
+    try:
+        if kind is str:
+            text = value.strip()
+            # float() never accepts a ':' nor two '-' after the sign: such text is a timestamp, not
+            # epoch seconds as a string (which parse_posted_at reads first); anything else goes there.
+            if ":" not in text and text[1:].count("-") < 2:
+                posted = parse_posted_at(value)
+            else:
+                parsed = datetime.fromisoformat(text)
+                posted = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        elif kind in _NUMBER_TYPES and value >= 0 and math.isfinite(value):
+            posted = datetime.fromtimestamp(value, tz=UTC)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    return posted.weekday(), posted.hour
+
+
+def _string_values(video: dict[str, Any]) -> int:
+    return (type(video.get("videoId")) is str) + (type(video.get("caption")) is str) + (type(video["postedAt"]) is str)
+
+
+def _videos_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | None:
+    """Accept, without building pydantic objects, a body made only of valid raw videos.
+
+    The counterpart of :func:`_named_features_fast` for ``video`` instances (a
+    single one or a batch): it returns the videos as :class:`RawVideos` columns,
+    the same values :class:`RawColumnsBuilder` would collect from the validated
+    records, or None whenever anything differs from what :class:`VideoRecord`
+    accepts (wrong type, bool for a number, negative or non-finite number, too
+    long a string, unknown or missing field, no caption at all, a ``postedAt``
+    :func:`parse_posted_at` refuses): the pydantic path then names every
+    offending field. Duplicated keys are ruled out by counting quotes as in
+    :func:`_named_features_fast` (string tokens = keys + string values); a body
+    with escapes is parsed again with the duplicate check instead.
+    """
+    explain = doc.get("explain", False)
+    if type(explain) is not bool or len(doc) - ("explain" in doc) != 1:
+        return None
+    if "video" in doc:
+        items, batch = [doc], False
+    elif type(doc.get("instances")) is list and doc["instances"]:
+        items, batch = doc["instances"], True
+    else:
+        return None
+    try:
+        videos = [item["video"] for item in items]
+    except (KeyError, TypeError):
+        return None
+    if batch and any(len(item) != 1 for item in items):
+        return None
+    if not all(type(v) is dict and _VIDEO_REQUIRED <= v.keys() <= _VIDEO_FIELDS for v in videos):
+        return None
+    counts = [_video_counts(v) for v in videos]
+    if not set(map(type, itertools.chain.from_iterable(counts))) <= _NUMBER_TYPES:
+        return None
+    try:
+        C = np.array(counts, dtype=np.float64)      # ints beyond float range raise OverflowError
+    except OverflowError:
+        return None
+    if not (np.isfinite(C).all() and C.min() >= 0.0):
+        return None
+    followers: list[float] = []
+    caption_lengths: list[float] = []
+    trending: list[bool] = []
+    weekdays: list[int] = []
+    hours: list[int] = []
+    ids: list[str | None] = []
+    for v in videos:
+        f = _optional_count(v.get("followers"))
+        length = _optional_count(v.get("captionLength"))
+        if f is None or length is None:
+            return None
+        if length != length:                        # captionLength absent or null: the caption's length
+            caption = v.get("caption")
+            if type(caption) is not str:
+                return None
+            length = float(len(caption))
+        elif "caption" in v and v["caption"] is not None and type(v["caption"]) is not str:
+            return None
+        if len(v.get("caption") or "") > _CAPTION_MAX:
+            return None
+        video_id = v.get("videoId")
+        if video_id is not None and (type(video_id) is not str or len(video_id) > _VIDEO_ID_MAX):
+            return None
+        flag = v["hasTrendingSound"]
+        when = _weekday_hour(v["postedAt"])
+        if type(flag) is not bool or when is None:
+            return None
+        followers.append(f)
+        caption_lengths.append(length)
+        trending.append(flag)
+        weekdays.append(when[0])
+        hours.append(when[1])
+        ids.append(video_id)
+    if b"\\" in raw:
+        try:
+            jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True)
+        except ValueError:
+            return None
+    else:
+        keys = len(doc) + (len(videos) if batch else 0) + sum(map(len, videos))
+        if raw.count(b'"') != 2 * (keys + sum(map(_string_values, videos))):
+            return None
+    columns = dict(zip(RAW_NUMERIC_FIELDS, C.T, strict=True))
+    videos_columns = RawVideos(
+        **columns, followers=np.array(followers), hasTrendingSound=np.array(trending, dtype=np.float64),
+        captionLength=np.array(caption_lengths), weekday=np.array(weekdays, dtype=np.float64),
+        hour=np.array(hours, dtype=np.float64))
+    return ParsedRequest(batch=batch, explain=explain, videos=videos_columns, video_ids=ids)
 
 
 def _parse_json_stdlib(raw: bytes) -> Any:
@@ -461,9 +621,11 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
     if isinstance(doc.get("instances"), list) and len(doc["instances"]) > max_batch:
         raise RequestValidationError(f"batch too large: {len(doc['instances'])} instances, MAX_BATCH is {max_batch}",
                                      [{"field": "instances", "message": f"at most {max_batch} instances"}], status=413)
-    fast = _named_features_fast(doc, raw)
+    instances = doc.get("instances")
+    first = instances[0] if type(instances) is list and instances else doc
+    fast = (_videos_fast if type(first) is dict and "video" in first else _named_features_fast)(doc, raw)
     if fast is not None:
-        return fast         # its shape (checked exactly) nests 3 levels at most
+        return fast         # its shape (checked exactly) nests 4 levels at most
     # Everything below walks the document recursively (duplicate scan, pydantic): bound it first.
     _bounded(doc)
     if not duplicates_checked:
@@ -507,7 +669,13 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
     """The response body for a validated request (single or batch)."""
     if request.X is not None:
         X = request.X
-        ids: list[str | None] = [None] * X.shape[0]
+        if not request.batch and not request.explain:      # the commonest request, kept short
+            probabilities, tier, score = model.predict_row(X[0].tolist())
+            return {"score": score, "tier": tier, "probabilities": probabilities, "modelVersion": model.version}
+        ids: Sequence[str | None] = [None] * X.shape[0]
+    elif request.videos is not None:
+        X = model.featurize(request.videos)
+        ids = request.video_ids or [None] * X.shape[0]
     else:
         instances = request.instances or []
         X = instances_to_matrix(instances, model)
@@ -530,7 +698,7 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
         contributions = np.round(model.contributions(X, out.tiers), 6) + 0.0
         for item, row in zip(predictions, contributions.tolist(), strict=True):
             item["contributions"] = dict(zip(FEATURE_NAMES, row, strict=True))
-    if request.instances is not None:
+    if request.X is None:
         for item, video_id in zip(predictions, ids, strict=True):
             if video_id is not None:
                 item["videoId"] = video_id
@@ -540,7 +708,7 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
 
 
 def dumps_response(obj: Any) -> str:
-    """Response serializer: orjson (~10x the standard library on large batches).
+    """Response serializer: orjson (far faster than the standard library on large batches).
 
     Falls back to the standard library for what orjson refuses (e.g. a lone
     surrogate echoed back in a ``videoId``).

@@ -15,7 +15,7 @@ on the training split only and stored in the model artifact.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -267,8 +267,9 @@ def parse_number(value: object, *, integer_like: bool = False, what: str = "valu
     return number
 
 
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f", ""}
+#: The words a ``hasTrendingSound`` cell may hold (lower case, stripped) and their value; blank = false.
+FLAG_WORDS: dict[str, float] = {"1": 1.0, "true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0,
+                                "0": 0.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0, "": 0.0}
 
 
 def parse_flag(value: object) -> float:
@@ -277,8 +278,8 @@ def parse_flag(value: object) -> float:
         return float(value)
     if isinstance(value, int | float) and value in (0, 1):
         return float(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return 1.0 if value.strip().lower() in _TRUE else 0.0
+    if isinstance(value, str) and (word := value.strip().lower()) in FLAG_WORDS:
+        return FLAG_WORDS[word]
     if value is None:
         return 0.0
     raise ValueError(f"expected true/false or 1/0, got {value!r}")
@@ -351,14 +352,6 @@ class RawColumnsBuilder:
         return RawVideos(**{name: np.asarray(col, dtype=np.float64) for name, col in self._cols.items()})
 
 
-def raw_videos_from_records(records: Sequence[Mapping[str, object]], location: str | None = None) -> RawVideos:
-    """Validate a sequence of raw video mappings (rows numbered from 0)."""
-    builder = RawColumnsBuilder(location)
-    for i, record in enumerate(records):
-        builder.add(record, row=i)
-    return builder.build()
-
-
 # --------------------------------------------------------------------------- bridge
 
 BRIDGE_DEFAULTS: dict[str, float] = {
@@ -412,11 +405,6 @@ def feature_vector_to_ml_input(fv: Mapping[str, float | None]) -> np.ndarray:
     for name, value in values.items():
         x[FEATURE_INDEX[name]] = value
     return x
-
-
-def named_features_to_vector(features: Mapping[str, float]) -> np.ndarray:
-    """Order a mapping of the 15 named features into a vector of shape (15,)."""
-    return np.array([float(features[name]) for name in FEATURE_NAMES], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- feature sets

@@ -25,10 +25,8 @@ class ReliabilityBin(BaseModel):
     lower: float = Field(description="inclusive lower edge of the bin")
     upper: float = Field(description="upper edge (exclusive, except 1.0 for the last bin)")
     count: int = Field(description="rows whose top-tier confidence falls in the bin")
-    mean_confidence: float | None = Field(None, alias="meanConfidence", description="None when the bin is empty")
+    meanConfidence: float | None = Field(None, description="None when the bin is empty")
     accuracy: float | None = Field(None, description="share of those rows predicted correctly; None when empty")
-
-    model_config = {"populate_by_name": True}
 
 
 class Interval(BaseModel):
@@ -38,36 +36,29 @@ class Interval(BaseModel):
     low: float = Field(description="lower end of the percentile interval")
     high: float = Field(description="upper end of the percentile interval")
     level: float = Field(0.95, description="coverage of the interval")
-    n_resamples: int = Field(alias="nResamples")
+    nResamples: int
     seed: int
-
-    model_config = {"populate_by_name": True}
 
 
 class EvaluationReport(BaseModel):
     """Metrics of a model on one labelled split."""
 
-    n_samples: int = Field(alias="nSamples")
+    nSamples: int
     accuracy: float
-    confusion_matrix: list[list[int]] = Field(alias="confusionMatrix",
-                                              description="rows = actual tier, columns = predicted tier")
-    per_class: list[ClassReport] = Field(alias="perClass")
-    macro_f1: float = Field(alias="macroF1")
-    log_loss: float = Field(alias="logLoss")
+    confusionMatrix: list[list[int]] = Field(description="rows = actual tier, columns = predicted tier")
+    perClass: list[ClassReport]
+    macroF1: float
+    logLoss: float
     ece: float = Field(description="expected calibration error of the top-tier confidence, 10 equal-width bins")
-    majority_baseline_accuracy: float = Field(alias="majorityBaselineAccuracy",
-                                              description="accuracy of always predicting the most frequent tier of this split")
+    majorityBaselineAccuracy: float = Field(description="accuracy of always predicting the most frequent tier of this split")
     # Added with the model-quality work; optional so earlier artifacts still load.
     brier: float | None = Field(None, description="multiclass Brier score, sum over tiers (0 = perfect, max 2)")
-    classwise_ece: float | None = Field(None, alias="classwiseEce",
-                                        description="mean over tiers of each tier's ECE, 10 equal-width bins")
+    classwiseEce: float | None = Field(None, description="mean over tiers of each tier's ECE, 10 equal-width bins")
     mce: float | None = Field(None, description="maximum calibration error over the 10 top-label bins")
     reliability: list[ReliabilityBin] | None = Field(
         None, description="per top-label confidence bin: count, mean confidence, accuracy")
     intervals: dict[str, Interval] | None = Field(
         None, description="bootstrap 95% intervals of accuracy, macroF1, logLoss and ece")
-
-    model_config = {"populate_by_name": True}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> np.ndarray:
@@ -184,7 +175,7 @@ def reliability_table(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10) -
     for b in range(n_bins):
         c = int(counts[b])
         table.append(ReliabilityBin(lower=b / n_bins, upper=(b + 1) / n_bins, count=c,
-                                    mean_confidence=float(conf_sum[b] / c) if c else None,
+                                    meanConfidence=float(conf_sum[b] / c) if c else None,
                                     accuracy=float(acc_sum[b] / c) if c else None))
     return table
 
@@ -204,8 +195,8 @@ def maximum_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int
     float
         0.0 when there are no rows.
     """
-    gaps = [abs(b.accuracy - b.mean_confidence) for b in reliability_table(y_true, proba, n_bins)
-            if b.accuracy is not None and b.mean_confidence is not None]
+    gaps = [abs(b.accuracy - b.meanConfidence) for b in reliability_table(y_true, proba, n_bins)
+            if b.accuracy is not None and b.meanConfidence is not None]
     return float(max(gaps)) if gaps else 0.0
 
 
@@ -274,7 +265,7 @@ def bootstrap_interval(metric: Callable[[np.ndarray, np.ndarray], float], y_true
     estimate = float(metric(y_true, proba))
     if n == 0:
         return Interval(estimate=estimate, low=estimate, high=estimate, level=level,
-                        n_resamples=n_resamples, seed=seed)
+                        nResamples=n_resamples, seed=seed)
     values = np.empty(n_resamples)
     r = 0
     for block in _resample_blocks(n, n_resamples, seed):
@@ -308,7 +299,7 @@ def _percentile_interval(estimate: float, values: np.ndarray, level: float, n_re
                          seed: int) -> Interval:
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate=estimate, low=float(low), high=float(high), level=level,
-                    n_resamples=n_resamples, seed=seed)
+                    nResamples=n_resamples, seed=seed)
 
 
 def bootstrap_intervals(y_true: np.ndarray, proba: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
@@ -408,17 +399,17 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, *, n_resamples: int = 0, see
     counts = cm.sum(axis=1)
     n = int(y_true.shape[0])
     return EvaluationReport(
-        n_samples=n,
+        nSamples=n,
         accuracy=float(np.mean(y_pred == y_true)) if n else 0.0,
-        confusion_matrix=cm.tolist(),
-        per_class=[ClassReport(tier=k + 1, precision=float(precision[k]), recall=float(recall[k]),
+        confusionMatrix=cm.tolist(),
+        perClass=[ClassReport(tier=k + 1, precision=float(precision[k]), recall=float(recall[k]),
                                f1=float(f1[k]), support=int(counts[k])) for k in range(n_classes)],
-        macro_f1=float(f1[seen].mean()) if seen.any() else 0.0,
-        log_loss=log_loss(y_true, proba) if n else 0.0,
+        macroF1=float(f1[seen].mean()) if seen.any() else 0.0,
+        logLoss=log_loss(y_true, proba) if n else 0.0,
         ece=expected_calibration_error(y_true, proba),
-        majority_baseline_accuracy=float(counts.max() / n) if n else 0.0,
+        majorityBaselineAccuracy=float(counts.max() / n) if n else 0.0,
         brier=brier_score(y_true, proba),
-        classwise_ece=classwise_calibration_error(y_true, proba),
+        classwiseEce=classwise_calibration_error(y_true, proba),
         mce=maximum_calibration_error(y_true, proba),
         reliability=reliability_table(y_true, proba),
         intervals=bootstrap_intervals(y_true, proba, n_resamples=n_resamples, seed=seed) if n_resamples and n else None,

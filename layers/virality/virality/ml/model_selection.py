@@ -5,7 +5,7 @@ grid (largest first) it fits the whole training split, warm-started from the
 previous ``lambda``; then, fold by fold, it fits the fold's training part
 starting from that whole-split optimum and scores the held-out part. The
 ``lambda`` with the lowest mean held-out log-loss wins, and its whole-split
-fit is the refit (the caller polishes it with :func:`virality.ml.softmax.fit`).
+fit is the refit (the caller polishes it with :func:`virality.ml.solvers.fit`).
 
 Work reused, so the search costs a small multiple of one fit:
 

@@ -1,7 +1,8 @@
-"""Multinomial logistic regression (softmax): objective, optimizers, prediction.
+"""Multinomial logistic regression (softmax): prediction and the training objective.
 
 Pure NumPy: no I/O, no environment. Names follow scikit-learn
-(``X, y, coef, intercept, l2_reg_strength, tol, max_iter``).
+(``X, y, coef, intercept, l2_reg_strength, tol, max_iter``). The solvers that
+minimise the objective are in :mod:`virality.ml.solvers`.
 
 Objective
 ---------
@@ -13,44 +14,44 @@ weights ``s_i`` (1 unless class-weighted)::
 Biases are not regularised. With ``s_i = 1`` this is scikit-learn's
 ``LogisticRegression(C=1 / (l2 * n_samples))`` objective.
 
-Optimizers
-----------
-``newton``  (default) damped Newton on the exact ``K(d+1) x K(d+1)`` Hessian
-            (80 x 80 for 5 tiers, 15 features), Armijo backtracking, stopping
-            when ``max|grad| <= tol``. Classes absent from ``y`` are left out
-            of the optimisation (their optimum intercept is ``-inf``) and get a
-            finite, negligible logit afterwards.
-``gd``      the original TypeScript algorithm, reproduced exactly: class-major
-            init ``(u - 0.5) * 0.01`` with ``u`` from mulberry32(seed), zero
-            biases, full-batch gradient descent, learning rate 0.1 decayed by
-            0.999 after each epoch, 200 epochs.
+:class:`SoftmaxObjective` computes it with one method per quantity. The data
+term of any chunk of rows comes back as *sums* (:class:`ChunkSums`), which add
+up across chunks; :meth:`SoftmaxObjective.finish` divides by the total weight
+and adds the penalty. The single-node solvers add chunks in a loop, the Spark
+trainer adds them with ``treeAggregate``: the same numbers either way.
+
+Parameters are handled as ``theta``, shape ``(K, d + 1)``: row ``k`` is
+``[coef[k], intercept[k]]``.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
-from virality.errors import ConfigurationError, ConvergenceWarning
+from virality.errors import ConfigurationError
 
+#: The optimizers :mod:`virality.ml.solvers` provides (the one list; settings and configs use this type).
 Optimizer = Literal["newton", "gd"]
-OPTIMIZERS: tuple[str, ...] = ("newton", "gd")
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 #: Rows per block when streaming over ``X``: bounds temporaries to a few MB
 #: whatever ``n_samples`` is, so peak memory stays close to ``X`` itself.
 CHUNK_ROWS = 16384
+
+#: Rows per block of the class-major gradient pass: a (n_classes, GRAD_CHUNK_ROWS)
+#: float64 buffer (320 kB for 5 classes) stays in cache across its four passes.
+GRAD_CHUNK_ROWS = 8192
 
 #: Logit gap given to a class that never occurs in the training labels: its
 #: probability is ~exp(-30) ~ 1e-13 of the least likely present class.
 ABSENT_CLASS_LOGIT_GAP = 30.0
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- prediction
 
 
 def softmax(Z: np.ndarray, copy: bool = True) -> np.ndarray:
@@ -110,16 +111,6 @@ def predict_labels(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np
     return out
 
 
-def mulberry32(seed: int) -> Iterator[float]:
-    """The mulberry32 PRNG of the original TypeScript code, as an iterator of floats in [0, 1)."""
-    a = seed & 0xFFFFFFFF
-    while True:
-        a = (a + 0x6D2B79F5) & 0xFFFFFFFF
-        t = ((a ^ (a >> 15)) * (1 | a)) & 0xFFFFFFFF
-        t = ((t + (((t ^ (t >> 7)) * (61 | t)) & 0xFFFFFFFF)) & 0xFFFFFFFF) ^ t
-        yield ((t ^ (t >> 14)) & 0xFFFFFFFF) / 4294967296.0
-
-
 def class_weights(y: np.ndarray, n_classes: int, mode: str | None, cap_ratio: float = 3.0) -> np.ndarray:
     """Per-class loss weights.
 
@@ -147,178 +138,242 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str | None, cap_ratio: fl
 
 
 @dataclass(frozen=True, slots=True)
-class _Problem:
-    """Training data bound to the objective's constants."""
+class TrainingData:
+    """Rows to fit, validated once: ``X`` float64 C-contiguous, integer labels, optional weights.
 
-    X: np.ndarray            # (n_samples, n_features) float64, C-contiguous
-    y: np.ndarray            # (n_samples,) int, in 0..n_classes-1
-    sample_weight: np.ndarray | None  # (n_samples,) or None for all ones
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,), integers in ``0..n_classes-1``
+    sample_weight : ndarray of shape (n_samples,) or None (all ones)
+    sw_sum : float
+        ``sum_i s_i`` (``n_samples`` without weights).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None
     sw_sum: float
-    l2_reg_strength: float
-    n_classes: int
 
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        n = self.X.shape[0]
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, n)
+    @classmethod
+    def of(cls, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
+           n_classes: int) -> TrainingData:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":            # integer labels are used as they are (int8 from the readers)
+            y = y.astype(np.intp)
+        if X.ndim != 2 or y.shape != (X.shape[0],):
+            raise ValueError(f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
+        return cls(X, y, sample_weight, float(X.shape[0] if sample_weight is None else sample_weight.sum()))
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """``(X, y, sample_weight)`` blocks of at most ``rows`` rows (views, no copies)."""
+        n = self.n_samples
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
             sw = None if self.sample_weight is None else self.sample_weight[start:stop]
             yield self.X[start:stop], self.y[start:stop], sw
 
+    def every(self, stride: int) -> TrainingData:
+        """Every ``stride``-th row (a deterministic subsample, copied contiguous)."""
+        sw = None if self.sample_weight is None else self.sample_weight[::stride].copy()
+        X = np.ascontiguousarray(self.X[::stride])
+        return TrainingData(X, self.y[::stride].copy(), sw, float(X.shape[0] if sw is None else sw.sum()))
 
-def _make_problem(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
-                  l2_reg_strength: float, n_classes: int) -> _Problem:
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    y = np.asarray(y)
-    if y.dtype.kind not in "iu":            # integer labels are used as they are (int8 from the readers)
-        y = y.astype(np.intp)
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-    if sample_weight is not None:
-        sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
-    sw_sum = float(X.shape[0] if sample_weight is None else sample_weight.sum())
-    return _Problem(X, y, sample_weight, sw_sum, float(l2_reg_strength), n_classes)
+    def relabelled(self, y: np.ndarray) -> TrainingData:
+        """The same rows with other labels (e.g. absent classes removed)."""
+        return TrainingData(self.X, y, self.sample_weight, self.sw_sum)
 
 
-def _exact_hessian(theta: np.ndarray, prob: _Problem) -> np.ndarray:
-    """The Hessian of :func:`_loss_grad_hess` (always computed when asked for)."""
-    H = _loss_grad_hess(theta, prob, hessian=True)[2]
-    assert H is not None
-    return H
+@dataclass(slots=True)
+class ChunkSums:
+    """Sums of the data term over some rows; ``a + b`` covers both sets of rows.
+
+    Attributes
+    ----------
+    weight : float
+        ``sum_i s_i``.
+    loss : float
+        ``sum_i s_i CE_i``.
+    grad : ndarray of shape (K, d + 1)
+        ``sum_i s_i (p_i - onehot(y_i)) [x_i, 1]``.
+    hess : ndarray of shape (K(d + 1), K(d + 1)) or None
+        ``sum_i s_i (blockdiag_k(p_ik xa_i xa_i^T) - v_i v_i^T)`` with ``v_i = p_i (x) xa_i``.
+    """
+
+    weight: float
+    loss: float
+    grad: np.ndarray
+    hess: np.ndarray | None = None
+
+    def __add__(self, other: ChunkSums) -> ChunkSums:
+        hess = None if self.hess is None or other.hess is None else self.hess + other.hess
+        return ChunkSums(self.weight + other.weight, self.loss + other.loss, self.grad + other.grad, hess)
+
+    @staticmethod
+    def zero(n_classes: int, n_params: int, *, hessian: bool) -> ChunkSums:
+        """The neutral element (``treeAggregate``'s zero value)."""
+        hess = np.zeros((n_classes * n_params,) * 2) if hessian else None
+        return ChunkSums(0.0, 0.0, np.zeros((n_classes, n_params)), hess)
 
 
-def _loss_grad_hess(theta: np.ndarray, prob: _Problem, hessian: bool
-                    ) -> tuple[float, np.ndarray, np.ndarray | None]:
-    """Objective, gradient and (optionally) Hessian at ``theta``, streaming over ``X``.
+@dataclass(frozen=True, slots=True)
+class SoftmaxObjective:
+    """``F(theta)``: weighted mean cross-entropy plus ``(l2/2)||W||^2``, one method per quantity.
 
     Parameters
     ----------
-    theta : ndarray of shape (n_classes, n_features + 1)
-        Row ``k`` is ``[coef[k], intercept[k]]``.
-
-    Returns
-    -------
-    loss : float
-    grad : ndarray of shape (n_classes, n_features + 1)
-    hess : ndarray of shape (n_classes * (n_features + 1),) * 2, or None
-
-    Notes
-    -----
-    With ``xa = [x, 1]`` and ``v_i = p_i (x) xa_i`` (Kronecker product, length
-    ``K(d+1)``), the Hessian of the data term is
-    ``sum_i s_i (blockdiag_k(p_ik xa_i xa_i^T) - v_i v_i^T) / sum_i s_i``:
-    one ``(m, K(d+1))`` buffer and two GEMMs per block of rows.
+    n_classes : int
+    l2_reg_strength : float
+        ``lambda`` >= 0; intercepts are not penalised.
     """
-    K, p = theta.shape
-    W, b = theta[:, :-1], theta[:, -1]
-    loss = 0.0
-    grad = np.zeros((K, p))
-    if hessian:
-        outer = np.zeros((K * p, K * p))
-        diag_blocks = np.zeros((p, K * p))
-        V = np.empty((min(CHUNK_ROWS, prob.X.shape[0]), K, p))
-    for Xc, yc, swc in prob.chunks():
-        m = Xc.shape[0]
+
+    n_classes: int
+    l2_reg_strength: float
+
+    # -- one chunk of rows: sums of the data term -------------------------------------------------
+
+    def chunk_sums(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                   *, hessian: bool = False) -> ChunkSums:
+        """Data-term sums over the rows ``X`` (row-major; the reference computation).
+
+        Parameters
+        ----------
+        theta : ndarray of shape (K, d + 1)
+        X : ndarray of shape (m, d)
+        y : ndarray of shape (m,)
+        sample_weight : ndarray of shape (m,) or None
+        hessian : bool
+            Also sum the Hessian (two GEMMs with one ``(m, K(d+1))`` buffer).
+        """
+        K, p = theta.shape
+        W, b = theta[:, :-1], theta[:, -1]
+        m = X.shape[0]
         rows = np.arange(m)
-        Z = Xc @ W.T                                      # (m, K)
+        Z = X @ W.T                                      # (m, K)
         Z += b
         Z -= Z.max(axis=1, keepdims=True)
         P = np.exp(Z)
         norm = P.sum(axis=1, keepdims=True)
         P /= norm
-        ce = np.log(norm[:, 0]) - Z[rows, yc]             # logsumexp(z) - z_y
-        loss += float(ce @ swc) if swc is not None else float(ce.sum())
+        ce = np.log(norm[:, 0]) - Z[rows, y]             # logsumexp(z) - z_y
+        loss = float(ce @ sample_weight) if sample_weight is not None else float(ce.sum())
         R = P.copy()
-        R[rows, yc] -= 1.0
-        if swc is not None:
-            R *= swc[:, None]
-        grad[:, :-1] += R.T @ Xc
-        grad[:, -1] += R.sum(axis=0)
-        if hessian:
-            Vc = V[:m]
-            np.multiply(P[:, :, None], Xc[:, None, :], out=Vc[:, :, :-1])
-            Vc[:, :, -1] = P
-            V2 = Vc.reshape(m, K * p)
-            Vs = V2 if swc is None else V2 * swc[:, None]
-            outer += Vs.T @ V2
-            # blockdiag part: rows of Xa^T V2 = [Xc^T V2; 1^T V2]
-            diag_blocks[:-1] += Xc.T @ Vs
-            diag_blocks[-1] += Vs.sum(axis=0)
-    loss /= prob.sw_sum
-    grad /= prob.sw_sum
-    loss += 0.5 * prob.l2_reg_strength * float(np.sum(W * W))
-    grad[:, :-1] += prob.l2_reg_strength * W
-    if not hessian:
-        return loss, grad, None
-    H = -outer
-    reg = np.zeros(p)
-    reg[:-1] = prob.l2_reg_strength * prob.sw_sum
-    for k in range(K):
-        H[k * p:(k + 1) * p, k * p:(k + 1) * p] += diag_blocks[:, k * p:(k + 1) * p] + np.diag(reg)
-    H /= prob.sw_sum
-    # symmetrise away rounding so the solver sees an exactly symmetric matrix
-    H = 0.5 * (H + H.T)
-    return loss, grad, H
+        R[rows, y] -= 1.0
+        if sample_weight is not None:
+            R *= sample_weight[:, None]
+        grad = np.empty((K, p))
+        grad[:, :-1] = R.T @ X
+        grad[:, -1] = R.sum(axis=0)
+        weight = float(m if sample_weight is None else sample_weight.sum())
+        if not hessian:
+            return ChunkSums(weight, loss, grad)
+        V = np.empty((m, K, p))
+        np.multiply(P[:, :, None], X[:, None, :], out=V[:, :, :-1])
+        V[:, :, -1] = P
+        V2 = V.reshape(m, K * p)
+        Vs = V2 if sample_weight is None else V2 * sample_weight[:, None]
+        H = -(Vs.T @ V2)
+        # blockdiag part: rows of Xa^T Vs = [X^T Vs; 1^T Vs]
+        diag = np.empty((p, K * p))
+        diag[:-1] = X.T @ Vs
+        diag[-1] = Vs.sum(axis=0)
+        for k in range(K):
+            H[k * p:(k + 1) * p, k * p:(k + 1) * p] += diag[:, k * p:(k + 1) * p]
+        return ChunkSums(weight, loss, grad, H)
+
+    # -- totals -> the objective ------------------------------------------------------------------
+
+    def finish(self, theta: np.ndarray, sums: ChunkSums) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Means over all rows plus the penalty: ``(F, grad (K, d+1), Hessian or None)``."""
+        K, p = theta.shape
+        W = theta[:, :-1]
+        lam = self.l2_reg_strength
+        loss = sums.loss / sums.weight + 0.5 * lam * float(np.sum(W * W))
+        grad = sums.grad / sums.weight
+        grad[:, :-1] += lam * W
+        if sums.hess is None:
+            return loss, grad, None
+        H = sums.hess / sums.weight
+        reg = np.zeros(p)
+        reg[:-1] = lam
+        for k in range(K):
+            H[k * p:(k + 1) * p, k * p:(k + 1) * p] += np.diag(reg)
+        # symmetrise away rounding so a solver sees an exactly symmetric matrix
+        return loss, grad, 0.5 * (H + H.T)
+
+    # -- whole data sets ----------------------------------------------------------------------------
+
+    def loss_gradient(self, theta: np.ndarray, data: TrainingData) -> tuple[float, np.ndarray]:
+        """``F`` and its gradient ``(K, d + 1)`` over every row, class-major.
+
+        Same values as summing :meth:`chunk_sums` up to rounding, at a fraction of
+        the cost: with logits stored class by class, the row max, ``exp``, the row
+        sums and the residual are contiguous passes over ``m`` values per class
+        instead of reductions over 5-element rows.
+        """
+        K, p = theta.shape
+        W, b = theta[:, :-1], theta[:, -1:]
+        n = data.n_samples
+        rows = min(GRAD_CHUNK_ROWS, n)
+        ZT = np.empty((K, rows))
+        zmax = np.empty(rows)
+        norm = np.empty(rows)
+        cols = np.arange(rows)
+        loss = 0.0
+        grad = np.zeros((K, p))
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            m = stop - start
+            Xc, yc = data.X[start:stop], data.y[start:stop]
+            Z, zm, s, c = ZT[:, :m], zmax[:m], norm[:m], cols[:m]
+            np.matmul(W, Xc.T, out=Z)                       # (K, m)
+            Z += b
+            np.max(Z, axis=0, out=zm)
+            Z -= zm
+            zy = Z[yc, c]                                    # z_y - max, gathered before exp
+            np.exp(Z, out=Z)
+            np.sum(Z, axis=0, out=s)
+            ce = np.log(s)
+            ce -= zy                                         # logsumexp(z) - z_y
+            Z /= s                                           # probabilities
+            Z[yc, c] -= 1.0                                  # residual P - onehot(y)
+            if data.sample_weight is None:
+                loss += float(ce.sum())
+            else:
+                swc = data.sample_weight[start:stop]
+                loss += float(ce @ swc)
+                Z *= swc
+            grad[:, :-1] += Z @ Xc
+            grad[:, -1] += Z.sum(axis=1)
+        total, g, _ = self.finish(theta, ChunkSums(data.sw_sum, loss, grad))
+        return total, g
+
+    def sums(self, theta: np.ndarray, data: TrainingData, *, hessian: bool) -> ChunkSums:
+        """:meth:`chunk_sums` added over every chunk of ``data``."""
+        K, p = theta.shape
+        acc = ChunkSums.zero(K, p, hessian=hessian)
+        for X, y, sw in data.chunks():
+            acc = acc + self.chunk_sums(theta, X, y, sw, hessian=hessian)
+        return acc
+
+    def hessian(self, theta: np.ndarray, data: TrainingData) -> np.ndarray:
+        """The exact Hessian over every row, shape ``(K(d+1), K(d+1))``, class by class."""
+        H = self.finish(theta, self.sums(theta, data, hessian=True))[2]
+        assert H is not None
+        return H
 
 
-#: Rows per block of the class-major gradient pass: a (n_classes, GRAD_CHUNK_ROWS)
-#: float64 buffer (320 kB for 5 classes) stays in cache across its four passes.
-GRAD_CHUNK_ROWS = 8192
-
-
-def _loss_grad(theta: np.ndarray, prob: _Problem) -> tuple[float, np.ndarray]:
-    """Objective and gradient at ``theta``, class-major: the work array is ``(K, m)``.
-
-    Same values as ``_loss_grad_hess(theta, prob, hessian=False)`` up to rounding,
-    at a fraction of the cost: with logits stored class by class, the row max,
-    ``exp``, the row sums and the residual are contiguous passes over ``m``
-    values per class instead of reductions over 5-element rows.
-
-    Returns
-    -------
-    loss : float
-    grad : ndarray of shape (n_classes, n_features + 1)
-    """
-    K, p = theta.shape
-    W, b = theta[:, :-1], theta[:, -1:]
-    n = prob.X.shape[0]
-    rows = min(GRAD_CHUNK_ROWS, n)
-    ZT = np.empty((K, rows))
-    zmax = np.empty(rows)
-    norm = np.empty(rows)
-    cols = np.arange(rows)
-    loss = 0.0
-    grad = np.zeros((K, p))
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        m = stop - start
-        Xc, yc = prob.X[start:stop], prob.y[start:stop]
-        Z, zm, s, c = ZT[:, :m], zmax[:m], norm[:m], cols[:m]
-        np.matmul(W, Xc.T, out=Z)                       # (K, m)
-        Z += b
-        np.max(Z, axis=0, out=zm)
-        Z -= zm
-        zy = Z[yc, c]                                    # z_y - max, gathered before exp
-        np.exp(Z, out=Z)
-        np.sum(Z, axis=0, out=s)
-        ce = np.log(s)
-        ce -= zy                                         # logsumexp(z) - z_y
-        Z /= s                                           # probabilities
-        Z[yc, c] -= 1.0                                  # residual P - onehot(y)
-        if prob.sample_weight is None:
-            loss += float(ce.sum())
-        else:
-            swc = prob.sample_weight[start:stop]
-            loss += float(ce @ swc)
-            Z *= swc
-        grad[:, :-1] += Z @ Xc
-        grad[:, -1] += Z.sum(axis=1)
-    loss /= prob.sw_sum
-    grad /= prob.sw_sum
-    loss += 0.5 * prob.l2_reg_strength * float(np.sum(W * W))
-    grad[:, :-1] += prob.l2_reg_strength * W
-    return loss, grad
+def _theta(coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    return np.column_stack([coef, intercept])
 
 
 def loss_gradient(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray,
@@ -341,9 +396,9 @@ def loss_gradient(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.
     grad_coef : ndarray of shape (n_classes, n_features)
     grad_intercept : ndarray of shape (n_classes,)
     """
-    prob = _make_problem(X, y, sample_weight, l2_reg_strength, coef.shape[0])
-    theta = np.column_stack([coef, intercept])
-    loss, grad = _loss_grad(theta, prob)
+    K = coef.shape[0]
+    loss, grad = SoftmaxObjective(K, float(l2_reg_strength)).loss_gradient(
+        _theta(coef, intercept), TrainingData.of(X, y, sample_weight, n_classes=K))
     return loss, grad[:, :-1], grad[:, -1]
 
 
@@ -361,266 +416,6 @@ def hessian(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarra
     -------
     H : ndarray of shape (n_classes * (n_features + 1),) * 2
     """
-    prob = _make_problem(X, y, sample_weight, l2_reg_strength, coef.shape[0])
-    theta = np.column_stack([coef, intercept])
-    return _exact_hessian(theta, prob)
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-@dataclass(frozen=True, slots=True)
-class FitResult:
-    """Outcome of :func:`fit`.
-
-    Attributes
-    ----------
-    coef : ndarray of shape (n_classes, n_features)
-    intercept : ndarray of shape (n_classes,)
-    n_iter : int
-        Newton iterations or GD epochs.
-    objective : float
-        Final objective value (over the classes that were optimised).
-    grad_norm : float
-        Max-abs gradient at the returned parameters.
-    converged : bool
-        Whether ``grad_norm <= tol`` at the returned parameters (GD reports it too,
-        and with the original 200 epochs it is normally False).
-    optimizer : str
-    """
-
-    coef: np.ndarray
-    intercept: np.ndarray
-    n_iter: int
-    objective: float
-    grad_norm: float
-    converged: bool
-    optimizer: str
-
-
-ProgressCallback = Callable[[int, float, float], None]
-
-
-def fit(X: np.ndarray, y: np.ndarray, *, n_classes: int = 5, optimizer: str = "newton",
-        l2_reg_strength: float = 1e-3, sample_weight: np.ndarray | None = None,
-        tol: float = 1e-8, max_iter: int = 100, seed: int = 42, epochs: int = 200,
-        learning_rate: float = 0.1, decay: float = 0.999,
-        callback: ProgressCallback | None = None, coef_init: np.ndarray | None = None,
-        intercept_init: np.ndarray | None = None) -> FitResult:
-    """Fit the softmax classifier.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,)
-        Class indices ``0..n_classes-1``.
-    n_classes : int
-    optimizer : {"newton", "gd"}
-    l2_reg_strength : float
-        ``lambda`` of the objective, >= 0.
-    sample_weight : ndarray of shape (n_samples,) or None
-    tol : float
-        Newton stops when ``max|grad| <= tol``.
-    max_iter : int
-        Newton iteration cap; reaching it emits :class:`ConvergenceWarning`.
-    seed, epochs, learning_rate, decay : GD settings (the original's defaults).
-    callback : callable ``(iteration, objective, grad_norm)``, optional
-        Progress hook, called once per iteration/epoch.
-    coef_init : ndarray of shape (n_classes, n_features), optional
-    intercept_init : ndarray of shape (n_classes,), optional
-        Newton warm start (e.g. the optimum at a nearby ``l2``); zeros when not
-        given. The optimum does not depend on it, only the iteration count does.
-        Not allowed with ``gd``, whose start is part of the original algorithm.
-
-    Returns
-    -------
-    FitResult
-    """
-    if optimizer not in OPTIMIZERS:
-        raise ConfigurationError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if not (l2_reg_strength >= 0 and math.isfinite(l2_reg_strength)):
-        raise ConfigurationError(f"l2 must be a finite number >= 0, got {l2_reg_strength!r}")
-    if not tol > 0:
-        raise ConfigurationError(f"tol must be > 0, got {tol!r}")
-    prob = _make_problem(X, y, sample_weight, l2_reg_strength, n_classes)
-    if prob.X.shape[0] == 0:
-        raise ValueError("cannot fit on zero samples")
-    theta0 = None
-    if coef_init is not None or intercept_init is not None:
-        if optimizer == "gd":
-            raise ConfigurationError("gd starts from the original's seeded weights: no warm start")
-        d = prob.X.shape[1]
-        coef0 = np.zeros((n_classes, d)) if coef_init is None else np.asarray(coef_init, dtype=np.float64)
-        b0 = np.zeros(n_classes) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64)
-        if coef0.shape != (n_classes, d) or b0.shape != (n_classes,):
-            raise ValueError(f"warm start must be ({n_classes}, {d}) and ({n_classes},), "
-                             f"got {coef0.shape} and {b0.shape}")
-        if not (np.all(np.isfinite(coef0)) and np.all(np.isfinite(b0))):
-            raise ValueError("warm start must be finite")
-        theta0 = np.column_stack([coef0, b0])
-    # The products here are thin (80 columns, blocks of 16k rows): BLAS threads buy
-    # nothing and, on busy cores, cost several times the work (measured in
-    # benchmarks/bench_train.py). One thread also makes results independent of core count.
-    from threadpoolctl import threadpool_limits  # only training needs it: keep it off the predict cold start
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        if optimizer == "gd":
-            return _fit_gd(prob, seed, epochs, learning_rate, decay, tol, callback)
-        return _fit_newton(prob, tol, max_iter, callback, theta0)
-
-
-def _fit_gd(prob: _Problem, seed: int, epochs: int, learning_rate: float, decay: float, tol: float,
-            callback: ProgressCallback | None) -> FitResult:
-    K, d = prob.n_classes, prob.X.shape[1]
-    rng = mulberry32(seed)
-    theta = np.zeros((K, d + 1))
-    for k in range(K):          # class-major, exactly as the original
-        for j in range(d):
-            theta[k, j] = (next(rng) - 0.5) * 0.01
-    lr = learning_rate
-    loss = grad_norm = math.nan
-    for epoch in range(epochs):
-        loss, grad = _loss_grad(theta, prob)
-        theta -= lr * grad
-        lr *= decay
-        if callback is not None:
-            callback(epoch + 1, loss, float(np.abs(grad).max()))
-    loss, grad = _loss_grad(theta, prob)
-    grad_norm = float(np.abs(grad).max())
-    return FitResult(theta[:, :-1].copy(), theta[:, -1].copy(), epochs, loss, grad_norm,
-                     grad_norm <= tol, "gd")
-
-
-#: Above this many rows, Newton first runs on a strided subsample of
-#: ``SUBSAMPLE_ROWS`` rows and then finishes on the full data: the warm start
-#: lands within O(1/sqrt(SUBSAMPLE_ROWS)) of the optimum, so the full data
-#: needs only two or three (quadratically convergent) iterations.
-SUBSAMPLE_MIN_ROWS = 250_000
-SUBSAMPLE_ROWS = 65_536
-
-#: A Newton step whose gradient shrinks by at least this factor keeps its Hessian
-#: for the next step; otherwise the Hessian is recomputed.
-HESSIAN_REUSE_RATIO = 0.1
-
-#: The Hessian is computed on a strided subsample of at most this many rows (all
-#: rows below it). The gradient and the objective always use every row, so the
-#: fixed point -- the optimum -- is exact; only the step is approximate, which
-#: costs a few cheap iterations of fast linear convergence (contraction about
-#: ``1/sqrt(HESSIAN_ROWS)``) against a full Hessian pass of 80 x 80 products per row.
-HESSIAN_ROWS = 20_000
-
-
-def _hessian_problem(prob: _Problem) -> _Problem:
-    """The rows the Hessian is computed on: every ``ceil(n / HESSIAN_ROWS)``-th row.
-
-    Deterministic (a stride, not a random draw). Falls back to all rows when the
-    subsample misses a class, whose block would then be singular.
-    """
-    n = prob.X.shape[0]
-    if n <= HESSIAN_ROWS:
-        return prob
-    stride = -(-n // HESSIAN_ROWS)
-    y = prob.y[::stride].copy()
-    if np.unique(y).size < prob.n_classes:
-        return prob
-    sw = None if prob.sample_weight is None else prob.sample_weight[::stride].copy()
-    return _Problem(np.ascontiguousarray(prob.X[::stride]), y, sw,
-                    float(y.shape[0] if sw is None else sw.sum()), prob.l2_reg_strength, prob.n_classes)
-
-
-def _newton_loop(prob: _Problem, theta: np.ndarray, tol: float, max_iter: int,
-                 callback: ProgressCallback | None, it0: int = 0
-                 ) -> tuple[np.ndarray, float, np.ndarray, int]:
-    """Damped Newton from ``theta``; returns ``(theta, loss, grad, n_iter)``."""
-    K, p = theta.shape
-    # The objective is invariant to adding a constant to every intercept; that
-    # direction u spans the Hessian's null space. Adding mu * u u^T makes the
-    # system definite without changing the step (the gradient is orthogonal to u).
-    u_kp = np.zeros((K, p))
-    u_kp[:, -1] = 1.0 / math.sqrt(K)
-    u = u_kp.ravel()
-    loss, grad = _loss_grad(theta, prob)
-    hess_prob = _hessian_problem(prob)
-    n_iter = 0
-    H: np.ndarray | None = None
-    while float(np.abs(grad).max()) > tol and n_iter < max_iter:
-        n_iter += 1
-        g = grad.ravel()
-        if H is None:
-            H = _exact_hessian(theta, hess_prob)
-            mu = max(float(np.trace(H)) / H.shape[0], 1e-12)
-            H_solve = H + mu * np.outer(u, u)
-        try:
-            step = -np.linalg.solve(H_solve, g)
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(H, g, rcond=None)[0]
-        slope = float(g @ step)
-        if not slope < 0:       # not a descent direction (numerically singular H): use -g
-            step, slope = -g, -float(g @ g)
-        t = 1.0
-        # Armijo backtracking; the slack absorbs rounding once F stops changing in float64.
-        slack = 64 * np.finfo(float).eps * abs(loss)
-        for _ in range(60):
-            new_theta = theta + t * step.reshape(K, p)
-            new_loss, new_grad = _loss_grad(new_theta, prob)
-            if new_loss <= loss + 1e-4 * t * slope + slack:
-                break
-            t *= 0.5
-        else:
-            break               # no decrease representable in float64: stop and report
-        # Keep the Hessian (a chord step) only while a full step shrinks the gradient
-        # tenfold or more: a pass without the Hessian costs a fraction of one with it.
-        shrink = float(np.abs(new_grad).max()) / float(np.abs(grad).max())
-        if t < 1.0 or shrink > HESSIAN_REUSE_RATIO:
-            H = None
-        if n_iter > 1 and shrink > 0.5 and hess_prob is not prob:
-            # A step that barely helps (past the first, which starts far away): the
-            # subsample Hessian is too poor a model here (tiny subsample, extreme weights).
-            # Exact Newton from now on.
-            hess_prob = prob
-        theta, loss, grad = new_theta, new_loss, new_grad
-        if callback is not None:
-            callback(it0 + n_iter, loss, float(np.abs(grad).max()))
-    return theta, loss, grad, n_iter
-
-
-def _fit_newton(prob: _Problem, tol: float, max_iter: int, callback: ProgressCallback | None,
-                theta0: np.ndarray | None = None) -> FitResult:
-    K_all, d = prob.n_classes, prob.X.shape[1]
-    present = np.flatnonzero(np.bincount(prob.y, minlength=K_all) > 0)
-    if present.size < K_all:
-        # Optimise over the present classes only: an absent class's optimum is b = -inf.
-        remap = np.full(K_all, -1)
-        remap[present] = np.arange(present.size)
-        prob = _Problem(prob.X, remap[prob.y], prob.sample_weight, prob.sw_sum,
-                        prob.l2_reg_strength, int(present.size))
-    theta = np.zeros((prob.n_classes, d + 1)) if theta0 is None else theta0[present].copy()
-    n_iter = 0
-    n_samples = prob.X.shape[0]
-    if n_samples > SUBSAMPLE_MIN_ROWS and theta0 is None:
-        stride = n_samples // SUBSAMPLE_ROWS
-        sw = None if prob.sample_weight is None else prob.sample_weight[::stride].copy()
-        sub = _Problem(prob.X[::stride].copy(), prob.y[::stride].copy(), sw,
-                       float(sw.sum()) if sw is not None else float(prob.X[::stride].shape[0]),
-                       prob.l2_reg_strength, prob.n_classes)
-        if np.unique(sub.y).size == prob.n_classes:
-            theta, _, _, n_iter = _newton_loop(sub, theta, max(tol, 1e-6), max_iter, None)
-    theta, loss, grad, more = _newton_loop(prob, theta, tol, max_iter, callback, n_iter)
-    n_iter += more
-    grad_norm = float(np.abs(grad).max())
-    converged = grad_norm <= tol
-    if not converged:
-        warnings.warn(f"newton stopped after {n_iter} iterations with max|grad| = {grad_norm:.3g} > tol = {tol:g}",
-                      ConvergenceWarning, stacklevel=3)
-    # Canonical form: mean intercept 0 (the objective does not see the shift).
-    theta[:, -1] -= theta[:, -1].mean()
-    coef = np.zeros((K_all, d))
-    intercept = np.zeros(K_all)
-    coef[present] = theta[:, :-1]
-    intercept[present] = theta[:, -1]
-    if present.size < K_all:
-        absent = np.setdiff1d(np.arange(K_all), present)
-        # finite stand-in for -inf: below every present logit for any x in [0, 1]^d
-        intercept[absent] = (theta[:, -1].min() - ABSENT_CLASS_LOGIT_GAP
-                             - float(np.abs(theta[:, :-1]).sum(axis=1).max()))
-    return FitResult(coef, intercept, n_iter, loss, grad_norm, converged, "newton")
+    K = coef.shape[0]
+    return SoftmaxObjective(K, float(l2_reg_strength)).hessian(
+        _theta(coef, intercept), TrainingData.of(X, y, sample_weight, n_classes=K))

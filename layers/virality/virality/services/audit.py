@@ -59,16 +59,8 @@ from pydantic import BaseModel
 
 from virality import NUM_CLASSES
 from virality.artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
-from virality.data.datasets import (
-    DataFormat,
-    Split,
-    detect_format,
-    read_csv,
-    read_jsonl,
-    read_seed_json,
-    stratified_split,
-)
-from virality.data.labels import read_label_views
+from virality.data.readers import DataFormat, detect_format, reader
+from virality.data.split import Split, stratified_split
 from virality.errors import (
     ArtifactValidationError,
     DataValidationError,
@@ -139,7 +131,7 @@ def _optional_text(value: object, row: int, column: str, source: str) -> str | N
 
 
 def _csv_extras(data: bytes, source: str) -> list[tuple[int, dict[str, str]]]:
-    """(line, optional columns) of every data row, skipping blank rows as :func:`read_csv` does."""
+    """(line, optional columns) of every data row, skipping blank rows as the CSV reader does."""
     reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
     header = [h.strip() for h in next(reader)]
     index = {c: header.index(c) for c in (PREDICTED_VERSION, PREDICTION_ID) if c in header}
@@ -181,18 +173,21 @@ def read_outcomes(data: bytes, source: str = "") -> Outcomes:
 
 def _read_outcomes(data: bytes, source: str) -> Outcomes:
     fmt = detect_format(data, source)
-    if fmt == "seed-json":
-        parts = read_seed_json(data, source)
+    fmt_reader = reader(fmt)
+    if fmt_reader.read_splits is not None:
+        parts = fmt_reader.read_splits(data, source)
         X = np.concatenate([p.X for p in parts])
         tiers = np.concatenate([p.tiers for p in parts])
         if X.shape[0] == 0:
             raise DataValidationError("no outcome rows", location=source or None)
         return Outcomes(source, fmt, X=X, tiers=tiers, predicted_versions=[None] * X.shape[0])
-    raw = read_csv(data, source) if fmt == "csv" else read_jsonl(data, source)
+    assert fmt_reader.read_records is not None
+    raw = fmt_reader.read_records(data, source)
     extras = _csv_extras(data, source) if fmt == "csv" else _jsonl_extras(data)
     if len(extras) != len(raw):       # both readers skip exactly the blank rows; anything else is a bug
         raise DataValidationError(f"read {len(raw)} records but {len(extras)} rows", location=source or None)
-    label = read_label_views(data, fmt, source)      # the training reader's label horizon, same rules
+    # the training reader's label horizon, same rules
+    label = None if fmt_reader.label_views is None else fmt_reader.label_views(data, source)
     if label is None:
         label = raw.views
     versions = [_optional_text(cols.get(PREDICTED_VERSION), line, PREDICTED_VERSION, source) for line, cols in extras]
@@ -291,12 +286,12 @@ def audit_figures(model: ViralityModel, X: np.ndarray, tiers: np.ndarray, *, n_r
     tier_mix: dict[str, Any] = {"outcomes": mix.tolist(), "training": train_mix,
                                 "psi": population_stability_index(np.asarray(train_mix), mix) if train_mix else None}
     return ModelAudit(
-        modelVersion=model.version, rows=n, accuracy=report.accuracy, macroF1=report.macro_f1,
-        logLoss=report.log_loss, brier=report.brier, ece=report.ece,
+        modelVersion=model.version, rows=n, accuracy=report.accuracy, macroF1=report.macroF1,
+        logLoss=report.logLoss, brier=report.brier, ece=report.ece,
         eceInterval={"low": ece_iv["low"], "high": ece_iv["high"], "level": ece_iv["level"],
                      "nResamples": ece_iv["nResamples"]},
-        classwiseEce=report.classwise_ece, maxCalibrationError=report.mce, reliability=doc["reliability"],
-        intervals=doc["intervals"], confusionMatrix=report.confusion_matrix, tierMix=tier_mix), report
+        classwiseEce=report.classwiseEce, maxCalibrationError=report.mce, reliability=doc["reliability"],
+        intervals=doc["intervals"], confusionMatrix=report.confusionMatrix, tierMix=tier_mix), report
 
 
 def _prediction_log(outcomes: Sequence[Outcomes]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from virality.artifact import ModelArtifact, utc_now_iso
-from virality.data.datasets import Split
+from virality.data.split import Split
 from virality.errors import (
     ArtifactValidationError,
     ModelNotFoundError,
@@ -132,8 +132,8 @@ class ReferenceCheck:
 
 
 def headline(report: EvaluationReport) -> dict[str, float]:
-    return {"accuracy": report.accuracy, "macroF1": report.macro_f1, "logLoss": report.log_loss,
-            "ece": report.ece, "majorityBaselineAccuracy": report.majority_baseline_accuracy}
+    return {"accuracy": report.accuracy, "macroF1": report.macroF1, "logLoss": report.logLoss,
+            "ece": report.ece, "majorityBaselineAccuracy": report.majorityBaselineAccuracy}
 
 
 # --------------------------------------------------------------------------- the gate
@@ -164,24 +164,24 @@ def gate(new: EvaluationReport, current: EvaluationReport | None, policy: Promot
         # Sharp disagreement is tolerated only where the holdout's own labels side with the challenger
         # (a champion that was itself bad must not block its replacement).
         if (reference.sharp_disagreement > policy.max_sharp_disagreement
-                and reference.new.macro_f1 <= reference.current.macro_f1):
+                and reference.new.macroF1 <= reference.current.macroF1):
             return False, (f"reference holdout: the tier differs from {versus}'s by 2 or more on "
                            f"{reference.sharp_disagreement:.1%} of its {reference.rows} videos; "
                            f"at most {policy.max_sharp_disagreement:.0%} allowed (force-promote to override)")
     held = "" if reference is None else f"; agrees with it on its reference holdout ({reference.rows} rows)"
-    return True, (f"macro-F1 {new.macro_f1:.4f} / log-loss {new.log_loss:.4f} not worse than {versus} "
-                  f"({current.macro_f1:.4f} / {current.log_loss:.4f}) beyond tolerance{held}")
+    return True, (f"macro-F1 {new.macroF1:.4f} / log-loss {new.logLoss:.4f} not worse than {versus} "
+                  f"({current.macroF1:.4f} / {current.logLoss:.4f}) beyond tolerance{held}")
 
 
 def _worse(new: EvaluationReport, current: EvaluationReport, policy: PromotionPolicy, versus: str,
            where: str) -> str | None:
-    f1_drop = current.macro_f1 - new.macro_f1
-    ll_rise = new.log_loss - current.log_loss
+    f1_drop = current.macroF1 - new.macroF1
+    ll_rise = new.logLoss - current.logLoss
     if f1_drop > policy.f1_tolerance:
-        return (f"macro-F1 {new.macro_f1:.4f} is {f1_drop:.4f} below {versus}'s {current.macro_f1:.4f}{where}; "
+        return (f"macro-F1 {new.macroF1:.4f} is {f1_drop:.4f} below {versus}'s {current.macroF1:.4f}{where}; "
                 f"tolerance {policy.f1_tolerance}")
     if ll_rise > policy.logloss_tolerance:
-        return (f"log-loss {new.log_loss:.4f} is {ll_rise:.4f} above {versus}'s {current.log_loss:.4f}{where}; "
+        return (f"log-loss {new.logLoss:.4f} is {ll_rise:.4f} above {versus}'s {current.logLoss:.4f}{where}; "
                 f"tolerance {policy.logloss_tolerance}")
     return None
 

@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from virality.artifact import new_version_id, utc_now_iso
-from virality.data.datasets import load_training_data
+from virality.data.datasets import FileBytes, load_training_data
 from virality.errors import RetrainInProgressError
 from virality.services.promotion import (
     FORCE_PROMOTE_METADATA,
@@ -174,9 +174,16 @@ def retrain(registry: ModelRegistry, source: SourceObject, config: TrainingConfi
         preset_loader,  # an export: x-amz-meta-preset or training-data/<preset>/...
     )
 
-    load = preset_loader(source.key, source.metadata) or load_training_data
-    ts = load(source.body, f"s3://{source.bucket}/{source.key}", test_fraction=config.test_fraction,
-              seed=config.seed, tiering=config.tiering)
+    preset = preset_loader(source.key, source.metadata)
+    # The body is handed over (no reference left in `source`): the CSV/JSONL reader frees it once
+    # parsed, so the file's 68 B/row are not part of the training peak (docs/spark.md, "Scaling").
+    where = f"s3://{source.bucket}/{source.key}"
+    if preset is not None:
+        ts = preset(source.take_body(), where, test_fraction=config.test_fraction, seed=config.seed,
+                    tiering=config.tiering)
+    else:
+        ts = load_training_data(FileBytes(source.take_body()), where, test_fraction=config.test_fraction,
+                                seed=config.seed, tiering=config.tiering)
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     lease = acquire_lease(registry, source_id, deadline)

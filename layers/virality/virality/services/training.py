@@ -22,22 +22,23 @@ from virality.artifact import (
     new_version_id,
     utc_now_iso,
 )
-from virality.data.datasets import DataFormat, Split, TrainingSet, load_training_data
+from virality.data.datasets import FileBytes, load_training_data
+from virality.data.readers import DataFormat
+from virality.data.split import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
 from virality.ml.metrics import EvaluationReport, bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
-from virality.ml.softmax import (
-    OPTIMIZERS,
-    ProgressCallback,
-    class_weights,
-    fit,
-    predict_labels,
-    predict_proba,
-)
+from virality.ml.softmax import class_weights, predict_labels, predict_proba
+from virality.ml.solvers import ProgressCallback, Solver, fit, make_solver
 from virality.ml.tiering import Tiering
+
+#: Training rows above which the lambda search and the temperature run on a sample
+#: (:attr:`TrainingConfig.search_rows`): at a million rows the held-out log-losses
+#: of neighbouring lambdas are already far apart relative to their fold spread.
+DEFAULT_SEARCH_ROWS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,13 @@ class TrainingConfig:
         Candidates of ``l2="auto"``.
     bootstrap : int
         Resamples of the test-split intervals (0 = none).
+    search_rows : int or None
+        Above this many training rows, the lambda search and the out-of-fold
+        temperature run on a strided sample of this many rows (recorded as
+        ``l2Search.sampleRows``); the fit at the chosen lambda always uses every
+        row. Bounds their memory and time, so the ceiling of one retrain Lambda
+        is set by the per-row cost of the fit alone (docs/spark.md, "Scaling").
+        None: always every row.
     """
 
     optimizer: str = "newton"
@@ -88,10 +96,10 @@ class TrainingConfig:
     cv_folds: int = DEFAULT_FOLDS
     l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
     bootstrap: int = 1000
+    search_rows: int | None = DEFAULT_SEARCH_ROWS
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigurationError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        self.solver()           # the optimizer name and its options are checked where solvers are made
         if self.class_weight not in ("none", "balanced"):
             raise ConfigurationError(f"class weight must be 'none' or 'balanced', got {self.class_weight!r}")
         if isinstance(self.l2, str):
@@ -117,6 +125,14 @@ class TrainingConfig:
             raise ConfigurationError(f"cv folds must be >= 2, got {self.cv_folds!r}")
         if self.bootstrap < 0:
             raise ConfigurationError(f"bootstrap resamples must be >= 0, got {self.bootstrap!r}")
+        if self.search_rows is not None and self.search_rows < 2 * self.cv_folds:
+            raise ConfigurationError(f"search rows must be >= {2 * self.cv_folds}, got {self.search_rows!r}")
+
+    def solver(self) -> Solver:
+        """The solver this configuration trains with (Newton: ``tol``, ``max_iter``; gd: ``seed``)."""
+        if self.optimizer == "gd":
+            return make_solver("gd", seed=self.seed, tol=self.tol)
+        return make_solver(self.optimizer, tol=self.tol, max_iter=self.max_iter)
 
     @property
     def resolved_l2(self) -> float | str:
@@ -161,6 +177,31 @@ def _embed_columns(coef: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return full
 
 
+#: Most row draws of the test-split bootstrap (resamples x test rows): 1,000 resamples up
+#: to 2M test rows, fewer above (250 at 8M, a 40M-row file), at least MIN_BOOTSTRAP_RESAMPLES.
+#: The draws are the time that grows fastest with the file; the count used is recorded in
+#: every interval (``nResamples``), and intervals that narrow matter to 3 decimals at most.
+BOOTSTRAP_DRAWS = 2_000_000_000
+MIN_BOOTSTRAP_RESAMPLES = 200
+
+
+def bootstrap_resamples(requested: int, n_test: int) -> int:
+    """Resamples of the test-split intervals: ``requested``, capped by :data:`BOOTSTRAP_DRAWS`."""
+    cap = max(MIN_BOOTSTRAP_RESAMPLES, BOOTSTRAP_DRAWS // max(1, n_test))
+    return min(requested, cap)
+
+
+def _search_sample(y: np.ndarray, search_rows: int | None) -> np.ndarray | None:
+    """Rows of the lambda search and the temperature: every ``ceil(n / search_rows)``-th row,
+    or None (all rows) when there are not more than ``search_rows`` or the sample misses a class."""
+    n = y.shape[0]
+    if search_rows is None or n <= search_rows:
+        return None
+    rows = np.arange(0, n, -(-n // search_rows))
+    present = np.bincount(y) > 0
+    return rows if np.array_equal(np.bincount(y[rows], minlength=present.size) > 0, present) else None
+
+
 def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_version: str | None = None,
                 progress: ProgressCallback | None = None) -> TrainingOutcome:
     """Fit, evaluate and package a model from a validated training set.
@@ -181,16 +222,18 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     sample_weight = None if config.class_weight == "none" else weights[y]
     search = None
     coef_init = intercept_init = None
+    rows = _search_sample(y, config.search_rows)
+    X_search, y_search = (X_fit, y) if rows is None else (X_fit[rows], y[rows])
+    sw_search = sample_weight if rows is None or sample_weight is None else sample_weight[rows]
     if l2_mode == "auto":
-        search = search_l2(X_fit, y, grid=config.l2_grid, n_folds=config.cv_folds, seed=config.seed,
-                           sample_weight=sample_weight)
+        search = search_l2(X_search, y_search, grid=config.l2_grid, n_folds=config.cv_folds, seed=config.seed,
+                           sample_weight=sw_search)
         l2 = search.chosen
         coef_init, intercept_init = search.coef, search.intercept      # polish the search's own fit
     else:
         l2 = float(l2_mode)
-    result = fit(X_fit, y, optimizer=config.optimizer, l2_reg_strength=l2, sample_weight=sample_weight,
-                 tol=config.tol, max_iter=config.max_iter, seed=config.seed, callback=progress,
-                 coef_init=coef_init, intercept_init=intercept_init)
+    result = fit(X_fit, y, l2_reg_strength=l2, sample_weight=sample_weight, solver=config.solver(),
+                 callback=progress, coef_init=coef_init, intercept_init=intercept_init)
     coef, intercept = _embed_columns(result.coef, mask), result.intercept
     calibration_info = None
     if calibration == "temperature":
@@ -198,16 +241,15 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
             oof = search.oof_logits
         else:
             def fit_fold(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                r = fit(X_fit[tr], y[tr], optimizer=config.optimizer, l2_reg_strength=l2,
-                        sample_weight=None if sample_weight is None else sample_weight[tr],
-                        tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+                r = fit(X_search[tr], y_search[tr], l2_reg_strength=l2, solver=config.solver(),
+                        sample_weight=None if sw_search is None else sw_search[tr])
                 return r.coef, r.intercept
 
-            oof, _ = out_of_fold_logits(X_fit, y, fit_fold, n_folds=config.cv_folds, seed=config.seed)
-        temperature = fit_temperature(oof, y)
+            oof, _ = out_of_fold_logits(X_search, y_search, fit_fold, n_folds=config.cv_folds, seed=config.seed)
+        temperature = fit_temperature(oof, y_search)
         calibration_info = CalibrationInfo(method="temperature", temperature=temperature, source="cv",
-                                           nSamples=int(y.shape[0]), fittedAt=utc_now_iso(),
-                                           **calibration_summary(oof, y, temperature))
+                                           nSamples=int(y_search.shape[0]), fittedAt=utc_now_iso(),
+                                           **calibration_summary(oof, y_search, temperature))
         coef, intercept = fold_temperature(coef, intercept, temperature)
     elif config.calibration == "none":
         calibration_info = CalibrationInfo(method="none", temperature=1.0, source="training")
@@ -215,14 +257,16 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     train_pred = predict_labels(X_train, coef, intercept)
     proba = predict_proba(X_test, coef, intercept)
     report = evaluate(ts.test.y, proba)
-    intervals = bootstrap_intervals(ts.test.y, proba, n_resamples=config.bootstrap, seed=config.seed) \
-        if config.bootstrap and ts.test.y.shape[0] else None
+    intervals = bootstrap_intervals(ts.test.y, proba, n_resamples=bootstrap_resamples(config.bootstrap,
+                                                                                      ts.test.y.shape[0]),
+                                    seed=config.seed) if config.bootstrap and ts.test.y.shape[0] else None
     l2_search = None
     if search is not None:
         l2_search = L2Search(grid=list(search.grid), meanLogLoss=search.mean_log_loss.tolist(),
                              stdLogLoss=search.std_log_loss.tolist(), chosen=search.chosen,
                              folds=search.n_folds, seed=search.seed,
-                             durationSeconds=round(search.duration_seconds, 6))
+                             durationSeconds=round(search.duration_seconds, 6),
+                             sampleRows=None if rows is None else int(rows.size))
     artifact = ModelArtifact(
         schemaVersion=SCHEMA_VERSION,
         modelVersion=model_version or new_version_id(),
@@ -232,7 +276,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
         tierMidpoints=list(TIER_MIDPOINTS),
         trainedAt=utc_now_iso(),
         accuracy=report.accuracy,
-        confusionMatrix=report.confusion_matrix,
+        confusionMatrix=report.confusionMatrix,
         training=TrainingInfo(
             optimizer=result.optimizer, l2=l2, classWeight=config.class_weight,
             iterations=result.n_iter, finalObjective=result.objective, gradientNorm=result.grad_norm,
@@ -254,7 +298,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
     return TrainingOutcome(artifact, ViralityModel(artifact), report, ts)
 
 
-def train_file(data: bytes, source: str, config: TrainingConfig | None = None, *,
+def train_file(data: bytes | FileBytes, source: str, config: TrainingConfig | None = None, *,
                fmt: DataFormat | None = None, model_version: str | None = None,
                progress: ProgressCallback | None = None) -> TrainingOutcome:
     """Parse, validate, split and train from the bytes of a training file."""
@@ -306,29 +350,29 @@ def format_report(artifact: ModelArtifact) -> str:
         m = artifact.metrics
         r = m.test
         lines += ["",
-                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majority_baseline_accuracy:.4f}, "
+                  f"test accuracy   {r.accuracy:.4f}   (majority baseline {r.majorityBaselineAccuracy:.4f}, "
                   f"train accuracy {m.trainAccuracy:.4f})",
-                  f"macro-F1        {r.macro_f1:.4f}",
-                  f"log-loss        {r.log_loss:.4f}",
+                  f"macro-F1        {r.macroF1:.4f}",
+                  f"log-loss        {r.logLoss:.4f}",
                   f"ECE (10 bins)   {r.ece:.4f}"]
         if r.brier is not None:
-            lines += [f"classwise-ECE   {r.classwise_ece:.4f}",
+            lines += [f"classwise-ECE   {r.classwiseEce:.4f}",
                       f"MCE (10 bins)   {r.mce:.4f}",
                       f"Brier           {r.brier:.4f}"]
         if m.testIntervals:
             lines += ["", "bootstrap 95% intervals (test split, "
-                      f"{next(iter(m.testIntervals.values())).n_resamples} resamples)"]
+                      f"{next(iter(m.testIntervals.values())).nResamples} resamples)"]
             lines += [f"  {name:<10}  {iv.estimate:.4f}  [{iv.low:.4f}, {iv.high:.4f}]"
                       for name, iv in m.testIntervals.items()]
         if r.reliability:
             lines += ["", "reliability (top-tier confidence bin: rows, mean confidence, accuracy)"]
-            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.mean_confidence:.3f}  {b.accuracy:.3f}"
+            lines += [f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:>7}  {b.meanConfidence:.3f}  {b.accuracy:.3f}"
                       for b in r.reliability if b.count]
         lines += ["", "tier  precision  recall     f1  support"]
-        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.per_class]
+        lines += [f"{c.tier:>4}  {c.precision:9.3f}  {c.recall:6.3f}  {c.f1:5.3f}  {c.support:7d}" for c in r.perClass]
         lines += ["", "confusion matrix (rows = actual tier, columns = predicted)",
                   "      " + "".join(f"{k:>7}" for k in range(1, 6))]
-        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusion_matrix)]
+        lines += [f"{k + 1:>4}  " + "".join(f"{v:>7}" for v in row) for k, row in enumerate(r.confusionMatrix)]
     elif artifact.accuracy is not None:
         lines.append(f"test accuracy   {artifact.accuracy:.4f}")
     return "\n".join(lines) + "\n"

@@ -96,7 +96,7 @@ class _BrokenPointer:
     etag: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceObject:
     """A training object read from S3."""
 
@@ -107,6 +107,11 @@ class SourceObject:
     body: bytes
     metadata: dict[str, str]
 
+    def take_body(self) -> bytes:
+        """The body, leaving ``b""`` here: a reader given the only reference can free it once parsed."""
+        body, self.body = self.body, b""
+        return body
+
 
 ClientFactory = Callable[[], Any]
 
@@ -115,8 +120,8 @@ def default_client_factory() -> Any:
     """A new S3 client (credentials, region and ``AWS_ENDPOINT_URL_S3`` from the environment).
 
     ``boto3.client("s3")`` is a thin wrapper over exactly this call; going to
-    botocore directly skips importing boto3, ~80 ms of every cold start
-    (benchmarks/bench_cold_start.py).
+    botocore directly skips importing boto3, a large share of every cold start
+    (docs/benchmarks.md, cold start).
     """
     import botocore.session
 
