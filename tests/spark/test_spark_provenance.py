@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from virality.errors import DataValidationError
-from virality.ml.softmax import fit, objective
+from virality.ml.softmax import objective
+from virality.ml.solvers import fit
 from virality.ml.tiering import assign_tiers, fit_tiering
 from virality.services.training import TrainingConfig, train_file
 from virality_dev.synthetic import sample_csv
