@@ -774,7 +774,7 @@ def _choose_and_fit(train_blocks: Any, counts: np.ndarray, config: TrainingConfi
 
             def fit_fold(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 r = fit(Xs[tr], ys[tr], l2_reg_strength=l2, sample_weight=None if sw is None else sw[tr],
-                        tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+                        tol=config.tol, max_iter=config.max_iter)     # Newton: deterministic, no seed
                 return r.coef, r.intercept
 
             oof, _ = out_of_fold_logits(Xs, ys, fit_fold, n_folds=config.cv_folds, seed=config.seed)
