@@ -415,6 +415,7 @@ class SourceHead:
     size: int
     version_id: str | None
     etag: str
+    metadata: dict[str, str]
 
 
 def head_source(client: Any, bucket: str, key: str, version_id: str | None) -> SourceHead | None:
@@ -428,26 +429,23 @@ def head_source(client: Any, bucket: str, key: str, version_id: str | None) -> S
         if _is_client_error_in(exc, _NOT_FOUND | {"400", "403"}):
             return None
         raise
-    return SourceHead(int(head.get("ContentLength", 0)), head.get("VersionId"), head["ETag"])
+    return SourceHead(int(head.get("ContentLength", 0)), head.get("VersionId"), head["ETag"],
+                      {k.lower(): v for k, v in (head.get("Metadata") or {}).items()})
 
 
 def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_bytes: int) -> SourceObject:
     """Read a training object (exact version when given), refusing oversize ones before download."""
+    head = head_source(client, bucket, key, version_id)
+    if head is None:
+        raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist"
+                                          + (f" (version {version_id})" if version_id else ""))
+    if head.size > max_bytes:
+        raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is {head.size} bytes; the limit is {max_bytes}")
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
     try:
-        head = client.head_object(**kwargs)
-    except Exception as exc:
-        if _is_client_error_in(exc, _NOT_FOUND | {"400", "403"}):
-            raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist"
-                                              + (f" (version {version_id})" if version_id else "")) from None
-        raise
-    size = int(head.get("ContentLength", 0))
-    if size > max_bytes:
-        raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is {size} bytes; the limit is {max_bytes}")
-    try:
-        obj = client.get_object(IfMatch=head["ETag"], **kwargs)
+        obj = client.get_object(IfMatch=head.etag, **kwargs)
     except Exception as exc:
         if _is_client_error_in(exc, _NOT_FOUND):
             raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist") from None
@@ -455,8 +453,7 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
     body = obj["Body"].read(max_bytes + 1)
     if len(body) > max_bytes:
         raise TrainingDataTooLargeError(f"s3://{bucket}/{key} is larger than the limit of {max_bytes} bytes")
-    return SourceObject(bucket, key, head.get("VersionId") or version_id, head["ETag"], body,
-                        {k.lower(): v for k, v in (head.get("Metadata") or {}).items()})
+    return SourceObject(bucket, key, head.version_id or version_id, head.etag, body, head.metadata)
 
 
 #: Bytes per read when hashing a training object: a big upload is streamed, never held.
