@@ -130,7 +130,7 @@ cli: $(STAMP)  ## run the virality CLI from .venv: make cli ARGS="train videos.c
 sam: $(TOOLS_STAMP)  ## run the SAM CLI from .venv-tools: make sam ARGS="local invoke PredictFunction -e events/predict-single.json"
 	env -u PYTHONPATH $(TOOLS_VENV)/bin/sam $(ARGS)
 
-spark-archive: $(STAMP)  ## build/spark/: spark_entry.py + virality-spark.zip for EMR Serverless (spark.submit.pyFiles)
+spark-archive: $(STAMP)  ## build/spark/: spark_entry.py, virality-spark.zip, virality-spark-deps.tar.gz (EMR Serverless; PyPI)
 	$(PY) scripts/build_spark_archive.py --out build/spark
 
 clean:  ## remove virtualenvs and build output

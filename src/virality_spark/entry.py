@@ -1,7 +1,8 @@
 """Spark entry point: one training object (S3 or local) -> a published version -> the gated pointer.
 
 This is what EMR Serverless runs (``entryPoint`` of ``StartJobRun``; the
-library travels in ``spark.submit.pyFiles``), and what the retrain Lambda
+library travels in ``spark.submit.pyFiles``, its compiled dependencies in
+``spark.archives``: :func:`virality.services.sparkjob.submit_parameters`), and what the retrain Lambda
 hands an upload to when it is larger than ``SPARK_MIN_BYTES``
 (:mod:`virality.services.sparkjob`). It publishes exactly like the retrain Lambda:
 
@@ -15,7 +16,8 @@ hands an upload to when it is larger than ``SPARK_MIN_BYTES``
 
 Usage::
 
-    spark-submit --py-files virality.zip spark_entry.py \\
+    spark-submit --py-files virality-spark.zip --archives virality-spark-deps.tar.gz#deps \\
+        --conf spark.executorEnv.PYTHONPATH=./deps spark_entry.py \\
         --source s3://bucket/training-data/big.parquet --model-bucket models-bucket
 
 Exit status: 0 published or duplicate, 1 the data was rejected (nothing
@@ -37,7 +39,7 @@ from virality.errors import DataValidationError, ViralityError
 from virality.services.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
 from virality.services.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
 from virality.services.training import TrainingConfig
-from virality.store.s3 import ModelRegistry, default_client_factory
+from virality.store.s3 import ModelRegistry, default_client_factory, object_sha256
 
 EXIT_DATA = 1
 #: The lease taken once training is done covers publishing and the gate only.
@@ -100,9 +102,14 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
         launched = "PYSPARK_GATEWAY_PORT" in os.environ
         spark = spark_session(args.spark_master or (None if launched else "local[*]"))
     try:
+        # The bytes of the very object identified (its version), streamed beside the training:
+        # the digest the Lambda records.
+        def digest() -> str:
+            return source_digest(args.source, source_id, base.get("sourceVersion"), client_factory)
+
         # Validation happens here: rejected data leaves nothing behind, not even a claim.
         trained = train_spark(spark, args.read_path or args.source, config, fmt=args.format,
-                              source=args.source, sha256=_sha(source_id), model_version=known or new_version_id())
+                              source=args.source, sha256=digest, model_version=known or new_version_id())
     finally:
         if own_session:
             spark.stop()
@@ -139,10 +146,21 @@ def _duplicate(registry: ModelRegistry, version: str, final: dict[str, Any], row
                           durationSeconds=round(time.perf_counter() - started, 6), **base)
 
 
-def _sha(source_id: str) -> str:
-    import hashlib
+def source_digest(source: str, source_id: str, version_id: str | None,
+                  client_factory: Any = default_client_factory) -> str:
+    """SHA-256 of the source's bytes: the S3 object at ``version_id`` (else its ETag), or the local file.
 
-    return hashlib.sha256(source_id.encode()).hexdigest()
+    Streamed in chunks on the driver (:func:`virality.store.s3.object_sha256`),
+    so the artifact records the same ``data.sha256`` as the retrain Lambda and
+    the NumPy trainer for the same bytes.
+    """
+    if source.startswith(("s3://", "s3a://")):
+        bucket, key = parse_s3_uri(source)
+        etag = None if version_id else source_id.rsplit("#", 1)[1]
+        return object_sha256(client_factory(), bucket, key, version_id=version_id, etag=etag)
+    from virality_spark.train import source_sha256
+
+    return source_sha256(source)
 
 
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:

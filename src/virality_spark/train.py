@@ -44,8 +44,10 @@ records the sample size (``training.l2Search.sampleRows``,
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -67,6 +69,7 @@ from virality.artifact import (
     utc_now_iso,
 )
 from virality.data.labels import LABEL_COLUMN
+from virality.data.labels import _value as _label_value
 from virality.data.readers.csv_records import REQUIRED_COLUMNS, _SlowPath, _vectorised_csv
 from virality.data.split import Split
 from virality.errors import ConfigurationError, DataValidationError
@@ -177,28 +180,114 @@ def read_records(spark: SparkSession, path: str, fmt: str | None = None) -> Data
     return df.select(*casts)
 
 
-def _validate_batches(location: str):
-    """``mapInPandas`` function: records -> the RawVideos columns, or one error row per bad record."""
+#: Bytes per read when hashing a local source (memory: one chunk).
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def source_sha256(path: str, client_factory: Any = None) -> str:
+    """SHA-256 of the bytes of the training source, streamed on the driver (never held in memory).
+
+    The digest :func:`virality.data.datasets.load_training_data` records for the
+    same file, so both engines' artifacts name the same data. A local file
+    is read in chunks; an ``s3://`` object through
+    :func:`virality.store.s3.object_sha256`. A local directory of parts (what
+    Spark also reads) hashes its data files' bytes, concatenated in path
+    order (names starting with ``_`` or ``.``, which Spark skips, are skipped).
+
+    Raises
+    ------
+    ConfigurationError
+        An S3 prefix (one object is one training source) or a path that does not exist.
+    """
+    import hashlib
+
+    if path.startswith(("s3://", "s3a://")):
+        bucket, _, key = path.split("://", 1)[1].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ConfigurationError(f"train one S3 object, not a prefix: {path!r}")
+        from virality.store.s3 import default_client_factory, object_sha256
+
+        return object_sha256((client_factory or default_client_factory)(), bucket, key)
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if os.path.isdir(local):
+        files = []
+        for top, dirs, names in os.walk(local):
+            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]     # _temporary/, .staging/
+            files += [os.path.join(top, f) for f in names if not f.startswith(("_", "."))]
+        files.sort()
+    elif os.path.isfile(local):
+        files = [local]
+    else:
+        raise ConfigurationError(f"no such training file: {path!r}")
+    digest = hashlib.sha256()
+    for name in files:
+        with open(name, "rb") as f:
+            for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _batch_labels(batch: Any) -> tuple[np.ndarray | None, dict[int, str]]:
+    """``labelViews`` of a batch (None without the column) and the message of each bad cell, by position.
+
+    The values and rules of :func:`virality.data.labels.read_label_views`: every
+    record needs one, parsed by :func:`~virality.ml.features.parse_number`,
+    finite and never negative.
+    """
+    if LABEL_COLUMN not in batch.columns:
+        return None, {}
     import pandas as pd
+
+    cells = batch[LABEL_COLUMN]
+    # Plain numbers in bulk; anything else (blank, junk, < 0, inf) through the library's own rule.
+    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    errors: dict[int, str] = {}
+    for i in np.flatnonzero(~(np.isfinite(values) & (values >= 0))):
+        cell = cells.iloc[i]
+        if isinstance(cell, float) and math.isnan(cell):
+            cell = None
+        try:
+            values[i] = _label_value(cell, 0, "")
+        except DataValidationError as exc:
+            errors[int(i)] = exc.message
+    return values, errors
+
+
+def _validate_batches(location: str):
+    """``mapInPandas`` function: records -> the RawVideos columns and the label views, or one error row per bad record.
+
+    ``_label`` is the outcome the tiers come from: ``labelViews`` when the
+    source has that column (the label horizon, :mod:`virality.data.labels`), else ``views``.
+    """
+    import pandas as pd
+
+    def frame(keys: list[str], raw: RawVideos, label: np.ndarray | None) -> pd.DataFrame:
+        return pd.DataFrame({"_key": pd.Series(keys, dtype=object),
+                             "_errColumn": pd.Series([None] * len(keys), dtype=object),
+                             "_errMessage": pd.Series([None] * len(keys), dtype=object),
+                             **{name: getattr(raw, name) for name in RAW_SLOTS},
+                             "_label": raw.views if label is None else label})
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             keys = batch["_key"].astype(str).tolist()
-            fast = _vectorised(batch)
+            labels, label_errors = _batch_labels(batch)
+            fast = None if label_errors else _vectorised(batch)
             if fast is not None:
-                yield pd.DataFrame({"_key": pd.Series(keys, dtype=object),
-                                    "_errColumn": pd.Series([None] * len(keys), dtype=object),
-                                    "_errMessage": pd.Series([None] * len(keys), dtype=object),
-                                    **{name: getattr(fast, name) for name in RAW_SLOTS}})
+                yield frame(keys, fast, labels)
                 continue
             records = batch.drop(columns=["_key"]).to_dict("records")
             builder = RawColumnsBuilder(location=location)
             ok: list[str] = []
+            ok_rows: list[int] = []
             errors: list[tuple[str, str | None, str]] = []
-            for key, record in zip(keys, records, strict=True):
+            for i, (key, record) in enumerate(zip(keys, records, strict=True)):
                 corrupt = record.pop("_corrupt_record", None)
                 if isinstance(corrupt, str):
                     errors.append((key, None, f"not a JSON object: {corrupt[:80]!r}"))
+                    continue
+                if i in label_errors:
+                    errors.append((key, LABEL_COLUMN, label_errors[i]))
                     continue
                 # Missing values (null, NaN) count as absent, as in a CSV blank or an omitted JSON key.
                 clean = {k: v for k, v in record.items()
@@ -209,17 +298,16 @@ def _validate_batches(location: str):
                     errors.append((key, exc.column, exc.message))
                     continue
                 ok.append(key)
+                ok_rows.append(i)
             raw = builder.build()
-            out = pd.DataFrame({"_key": pd.Series(ok, dtype=object),
-                                "_errColumn": pd.Series([None] * len(ok), dtype=object),
-                                "_errMessage": pd.Series([None] * len(ok), dtype=object),
-                                **{name: getattr(raw, name) for name in RAW_SLOTS}})
+            out = frame(ok, raw, None if labels is None else labels[ok_rows])
             if errors:
                 # object columns: pandas 3's Arrow-backed strings do not survive concat into Spark 4.0
                 bad = pd.DataFrame({"_key": pd.Series([e[0] for e in errors], dtype=object),
                                     "_errColumn": pd.Series([e[1] for e in errors], dtype=object),
                                     "_errMessage": pd.Series([e[2] for e in errors], dtype=object),
-                                    **{name: np.full(len(errors), np.nan) for name in RAW_SLOTS}})
+                                    **{name: np.full(len(errors), np.nan) for name in RAW_SLOTS},
+                                    "_label": np.full(len(errors), np.nan)})
                 out = pd.concat([out, bad], ignore_index=True)
             yield out
 
@@ -258,7 +346,7 @@ def _cell(value: Any) -> str:
 
 
 def validated_raw(df: DataFrame, source: str, seed: int, test_fraction: float) -> tuple[DataFrame, str | None]:
-    """Raw columns with a stable key, the split flag ``_test`` and per-record errors (persisted).
+    """Raw columns with a stable key, the outcome ``_label``, the split flag ``_test`` and per-record errors (persisted).
 
     Returns the DataFrame and the name of the key column (None: a hash of the
     whole record). Check it with :func:`first_error` before use.
@@ -273,7 +361,7 @@ def validated_raw(df: DataFrame, source: str, seed: int, test_fraction: float) -
            else F.xxhash64(*[F.col(c) for c in data_cols]).cast("string"))
     keyed = df.withColumn("_key", key)
     schema = ("_key string, _errColumn string, _errMessage string, "
-              + ", ".join(f"{name} double" for name in RAW_SLOTS))
+              + ", ".join(f"{name} double" for name in RAW_SLOTS) + ", _label double")
     buckets = F.pmod(F.xxhash64(F.lit(seed), F.col("_key")), F.lit(SPLIT_BUCKETS))
     checked = (keyed.mapInPandas(_validate_batches(source), schema)
                .withColumn("_test", buckets < F.lit(round(test_fraction * SPLIT_BUCKETS)))
@@ -322,14 +410,15 @@ def _quantiles(df: DataFrame, columns: list[str], probs: list[float], method: Qu
     return {c: (list(row[c]) if row[c] is not None else [None] * len(probs)) for c in columns}
 
 
-def fit_tiering_spark(raw: DataFrame, rule: Tiering | None, method: QuantileMethod) -> Tiering:
-    """:func:`virality.ml.tiering.fit_tiering` over every row of ``raw``."""
+def fit_tiering_spark(raw: DataFrame, rule: Tiering | None, method: QuantileMethod, column: str = "_label"
+                      ) -> Tiering:
+    """:func:`virality.ml.tiering.fit_tiering` over every row of ``raw``'s outcome ``column`` (views or labelViews)."""
     rule = rule or Tiering()
     if rule.method == "thresholds":
         if rule.thresholds is None:
             raise ConfigurationError("tiering method 'thresholds' needs four thresholds")
         return rule
-    cuts = _quantiles(raw, ["views"], list(rule.quantiles), method)["views"]
+    cuts = _quantiles(raw, [column], list(rule.quantiles), method)[column]
     return rule.model_copy(update={"thresholds": tuple(float(cast(float, c)) for c in cuts)})
 
 
@@ -351,10 +440,20 @@ def fit_preprocessing_spark(train: DataFrame, method: QuantileMethod, quantile: 
     ratios = train.select(*RAW_SLOTS).mapInPandas(_ratio_batches, ", ".join(f"{n} double" for n in names))
     # fit_preprocessing ignores non-finite ratios; Spark's aggregates ignore nulls (not NaN).
     ratios = ratios.select(*[F.when(F.isnan(n), None).otherwise(F.col(n)).alias(n) for n in names])
-    quantiles = [F.percentile(F.col(n), quantile) if method.exact
-                 else F.percentile_approx(F.col(n), quantile, APPROX_QUANTILE_ACCURACY) for n in names]
-    row = _one_row(ratios.agg(*[q.alias(f"q_{n}") for q, n in zip(quantiles, names, strict=True)],
-                              *[F.max(n).alias(f"max_{n}") for n in names]))
+    if method.exact:
+        # Spark's exact percentile keeps a count per distinct value (~70 bytes each, boxed): one column per
+        # aggregation, from cached ratios, bounds that to one column's worth (all 8 at once ran a 2 GB
+        # local driver out of memory at 4M training rows).
+        ratios = ratios.persist()
+        row: dict[str, Any] = {}
+        for n in names:
+            one = _one_row(ratios.agg(F.percentile(F.col(n), quantile).alias("q"), F.max(n).alias("max")))
+            row[f"q_{n}"], row[f"max_{n}"] = one["q"], one["max"]
+        ratios.unpersist()
+    else:
+        row = _one_row(ratios.agg(
+            *[F.percentile_approx(F.col(n), quantile, APPROX_QUANTILE_ACCURACY).alias(f"q_{n}") for n in names],
+            *[F.max(n).alias(f"max_{n}") for n in names])).asDict()
     defaults = Preprocessing()
     caps: dict[str, float] = {}
     for name in names:
@@ -376,7 +475,8 @@ def _feature_blocks(prep: Preprocessing, tiering: Tiering):
         for batch in batches:
             raw = RawVideos(**{name: batch[name].to_numpy(dtype=np.float64) for name in RAW_SLOTS})
             X = extract_features(raw, prep)
-            y = (assign_tiers(raw.views, tiering) - 1).astype(np.int8)
+            # tiers from the outcome column (labelViews at the label horizon, else views), as datasets does
+            y = (assign_tiers(batch["_label"].to_numpy(dtype=np.float64), tiering) - 1).astype(np.int8)
             test = batch["_test"].to_numpy(dtype=bool)
             rows = []
             for flag in (False, True):
@@ -674,7 +774,7 @@ def _choose_and_fit(train_blocks: Any, counts: np.ndarray, config: TrainingConfi
 
             def fit_fold(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 r = fit(Xs[tr], ys[tr], l2_reg_strength=l2, sample_weight=None if sw is None else sw[tr],
-                        tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+                        tol=config.tol, max_iter=config.max_iter)     # Newton: deterministic, no seed
                 return r.coef, r.intercept
 
             oof, _ = out_of_fold_logits(Xs, ys, fit_fold, n_folds=config.cv_folds, seed=config.seed)
@@ -719,14 +819,20 @@ def _executors(spark: SparkSession) -> int:
 
 def _collect_raw(df: DataFrame) -> RawVideos:
     """Rows of ``df`` on the driver, in key order (independent of partitioning)."""
-    pdf: Any = df.select("_key", *RAW_SLOTS).toPandas()
+    return _collect_labelled(df)[0]
+
+
+def _collect_labelled(df: DataFrame) -> tuple[RawVideos, np.ndarray]:
+    """Rows of ``df`` and their outcome ``_label`` (shape (n,)) on the driver, in key order."""
+    pdf: Any = df.select("_key", *RAW_SLOTS, "_label").toPandas()
     pdf = pdf.sort_values("_key", kind="stable")
-    return RawVideos(**{name: pdf[name].to_numpy(dtype=np.float64) for name in RAW_SLOTS})
+    return (RawVideos(**{name: pdf[name].to_numpy(dtype=np.float64) for name in RAW_SLOTS}),
+            pdf["_label"].to_numpy(dtype=np.float64))
 
 
 def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = None, *, fmt: str | None = None,
-                source: str | None = None, sha256: str | None = None, model_version: str | None = None
-                ) -> SparkTraining:
+                source: str | None = None, sha256: str | Callable[[], str] | None = None,
+                model_version: str | None = None) -> SparkTraining:
     """Read, validate, split, featurise and fit ``path`` on Spark; the artifact as :func:`train_model` builds it.
 
     Parameters
@@ -734,28 +840,62 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
     path : str
         What Spark reads (local path, ``s3://`` on EMR): a file or a directory of parts.
     source : str
-        Provenance name (default ``path``); ``sha256`` the source identity (default: of the name).
+        Provenance name (default ``path``).
+    sha256 : str or callable
+        SHA-256 of the source bytes, or a function computing it (the entry
+        point hashes the exact S3 version); default: streamed from ``path``
+        by :func:`source_sha256`, the digest the NumPy trainer records. A
+        function runs in a thread on the driver while Spark trains (one
+        sequential read of the source; at scale it is as long as the training).
 
     Raises
     ------
     DataValidationError
     """
-    import hashlib
-
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     config = config or TrainingConfig()
     if config.optimizer != "newton":
         raise ConfigurationError("the Spark engine runs Newton only (gd reproduces the original on small files)")
     source = source or path
     fmt = fmt or detect_spark_format(path)
     started = time.perf_counter()
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if not path.startswith(("s3://", "s3a://")) and not os.path.exists(local):
+        raise ConfigurationError(f"no such training file: {path!r}")
+    # The checksum read overlaps the Spark work (joined when the artifact is built).
+    digest = _Background(sha256 if callable(sha256) else (lambda: sha256 or source_sha256(path)))
+    return _train(spark, path, config, fmt, source, digest, model_version, started)
+
+
+class _Background:
+    """``fn()`` in a daemon thread: a failed training does not wait for (nor keep the process alive for) it."""
+
+    def __init__(self, fn: Callable[[], str]) -> None:
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="source-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], str]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:    # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, source: str, digest: _Background,
+           model_version: str | None, started: float) -> SparkTraining:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     records = read_records(spark, path, fmt)
-    if LABEL_COLUMN in records.columns:
-        # Tiers from labelViews are not wired through the Spark blocks yet: refuse rather than tier by views.
-        raise ConfigurationError(f"the Spark engine does not read the {LABEL_COLUMN} label horizon yet: "
-                                 "train this file with --engine numpy, or drop the column")
+    label_column = LABEL_COLUMN if LABEL_COLUMN in records.columns else "views"
     raw, key_col = validated_raw(records, source, config.seed, config.test_fraction)
     valid = F.col("_errMessage").isNull()
     totals = _one_row(raw.agg(F.sum(valid.cast("long")).alias("ok"), F.sum((~valid).cast("long")).alias("bad")))
@@ -770,7 +910,7 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
     tiering = fit_tiering_spark(raw, config.tiering, method)
     train_raw = raw.where(~F.col("_test"))
     prep = fit_preprocessing_spark(train_raw, method)
-    blocks_df = raw.select(*RAW_SLOTS, "_test").mapInPandas(_feature_blocks(prep, tiering),
+    blocks_df = raw.select(*RAW_SLOTS, "_label", "_test").mapInPandas(_feature_blocks(prep, tiering),
                                                             "test boolean, n long, X binary, y binary")
     blocks = blocks_df.rdd.map(lambda r: (bool(r["test"]), _decode(r))).persist(StorageLevel.MEMORY_AND_DISK)
     train_blocks = blocks.filter(lambda b: not b[0]).map(lambda b: b[1])
@@ -790,14 +930,17 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
     train_correct = train_blocks.map(
         lambda b: int(np.sum((b[0] @ coef.T + intercept).argmax(axis=1) == b[1]))).sum()
     passes = result.passes + chosen.sample_passes + 1
+    # The fit is done: free the block cache before the test rows come to the driver (a local driver JVM is
+    # also the executor; with the blocks still cached, the 1M-row test collect at 5M rows failed in a 2 GB driver).
+    blocks.unpersist()
     # Test split on the driver: every row up to EVAL_MAX_ROWS, else a deterministic hash sample.
     n_test = int(test_counts.sum())
     test_raw_df = raw.where(F.col("_test"))
     if n_test > EVAL_MAX_ROWS:
         keep = F.pmod(F.xxhash64(F.lit(config.seed + 1), F.col("_key")), F.lit(SPLIT_BUCKETS))
         test_raw_df = test_raw_df.where(keep < F.lit(int(SPLIT_BUCKETS * EVAL_MAX_ROWS / n_test)))
-    test_raw = _collect_raw(test_raw_df)
-    test = Split(extract_features(test_raw, prep), assign_tiers(test_raw.views, tiering), test_raw)
+    test_raw, test_label = _collect_labelled(test_raw_df)
+    test = Split(extract_features(test_raw, prep), assign_tiers(test_label, tiering), test_raw)
     proba = predict_proba(test.X, coef, intercept)
     report = evaluate(test.y, proba)
     intervals = bootstrap_intervals(test.y, proba, n_resamples=config.bootstrap, seed=config.seed) \
@@ -827,15 +970,14 @@ def train_spark(spark: SparkSession, path: str, config: TrainingConfig | None = 
         metrics=Metrics(test=report, trainAccuracy=float(train_correct) / float(train_counts.sum()),
                         testIntervals=intervals),
         data=DataProvenance(
-            source=source, sha256=sha256 or hashlib.sha256(source.encode()).hexdigest(),
-            format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
-            classCounts=ClassCounts(train=[int(c) for c in train_counts], test=[int(c) for c in test_counts])),
+            source=source, sha256=digest.result(), format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
+            classCounts=ClassCounts(train=[int(c) for c in train_counts], test=[int(c) for c in test_counts]),
+            labelColumn=label_column),
         preprocessing=prep,
         tiering=tiering,
         featureSet=config.feature_set,
         calibration=chosen.calibration,
     )
-    blocks.unpersist()
     raw.unpersist()
     return SparkTraining(TrainingOutcome(artifact, ViralityModel(artifact), report, None), test)  # type: ignore[arg-type]
 
@@ -846,7 +988,7 @@ def collect_training_arrays(spark: SparkSession, path: str, config: TrainingConf
     from pyspark.sql import functions as F
 
     raw, _ = validated_raw(read_records(spark, path, fmt), path, config.seed, config.test_fraction)
-    rv = _collect_raw(raw.where(~F.col("_test")))
+    rv, label = _collect_labelled(raw.where(~F.col("_test")))
     raw.unpersist()
     assert artifact.preprocessing is not None and artifact.tiering is not None
-    return extract_features(rv, artifact.preprocessing), assign_tiers(rv.views, artifact.tiering) - 1
+    return extract_features(rv, artifact.preprocessing), assign_tiers(label, artifact.tiering) - 1

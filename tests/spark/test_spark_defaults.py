@@ -17,7 +17,6 @@ import pytest
 
 from virality.artifact import dump_artifact, load_artifact
 from virality.data.split import Split, TrainingSet
-from virality.errors import ConfigurationError
 from virality.ml.calibration import fold_temperature
 from virality.ml.features import feature_set_mask
 from virality.ml.softmax import objective, predict_proba
@@ -137,16 +136,6 @@ def test_prepublication_holds_the_post_publication_features_at_zero_weight(spark
     assert abs(got.training.finalObjective - ref.objective) <= 1e-6 * abs(ref.objective)
     np.testing.assert_allclose(predict_proba(X, W, np.array(got.biases)),
                                predict_proba(X[:, mask], ref.coef, ref.intercept), atol=1e-6)
-
-
-def test_a_label_horizon_column_is_refused_not_silently_ignored(spark: Any, tmp_path: Path) -> None:
-    lines = sample_csv(200, 3).decode().splitlines()
-    views = lines[0].split(",").index("views")
-    body = [lines[0] + ",labelViews"] + [f"{row},{int(float(row.split(',')[views])) * 2}" for row in lines[1:]]
-    path = tmp_path / "horizon.csv"
-    path.write_text("\n".join(body) + "\n")
-    with pytest.raises(ConfigurationError, match="labelViews"):
-        train_spark(spark, str(path), TrainingConfig())
 
 
 def test_the_driver_sample_does_not_depend_on_how_rows_are_blocked(spark: Any) -> None:

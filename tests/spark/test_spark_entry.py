@@ -6,6 +6,7 @@ source identity, claim, version, gate and pointer all go through moto.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_publishes_once_and_moves_the_pointer(spark: Any, s3: Any, tmp_path: Pat
     artifact, _ = registry.load_key(pointer.key, pointer.sha256)         # complete, checksummed, sha256 matches
     assert artifact.training.engine == "spark" and artifact.data.format == "parquet"
     assert artifact.data.source == f"s3://{DATA_BUCKET}/{KEY}"
+    # the bytes of the S3 object version, streamed: what the retrain Lambda records for the same upload
+    assert artifact.data.sha256 == hashlib.sha256(body).hexdigest()
     # the retrain Lambda's defaults: lambda by CV and temperature, on the (here: whole) driver sample
     assert artifact.training.l2Search is not None
     assert artifact.training.l2 == artifact.training.l2Search.chosen

@@ -32,6 +32,16 @@ from virality.store.s3 import head_source
 
 #: Default SPARK_MIN_BYTES (see the module docstring).
 DEFAULT_SPARK_MIN_BYTES = 256 * 1024 * 1024
+#: The EMR Serverless release of the template's application (Apache Spark 4.0.2).
+EMR_RELEASE_LABEL = "emr-spark-8.0.0"
+#: Its Python: the release ships 3.11, 3.12 and 3.13 (EMR release guide, emr-spark-8.0.0 application
+#: versions); the dependencies archive is built for this one and the job runs it explicitly.
+EMR_PYTHON_VERSION = "3.11"
+EMR_PYTHON = f"/usr/bin/python{EMR_PYTHON_VERSION}"
+#: ``make spark-archive``'s third-party dependencies (scripts/build_spark_archive.py), a flat site-packages
+#: tree that Spark unpacks as ``./deps`` on the driver and on every executor.
+DEPS_ARCHIVE = "virality-spark-deps.tar.gz"
+DEPS_ALIAS = "deps"
 
 
 class SparkSettings(_EnvSettings):
@@ -45,7 +55,9 @@ class SparkSettings(_EnvSettings):
                                  description="Uploads larger than this are trained on Spark.")
     spark_entry_point: str | None = Field(None, description="s3:// URI of spark_entry.py.")
     spark_py_files: str | None = Field(None, description="s3:// URI of the library zip (spark.submit.pyFiles).")
-    spark_archives: str | None = Field(None, description="s3:// URI#environment of a Python environment archive.")
+    spark_archives: str | None = Field(None, description=f"s3:// URI of the dependencies archive ({DEPS_ARCHIVE}), "
+                                       f"optionally #alias (default #{DEPS_ALIAS}).")
+    spark_python: str = Field(EMR_PYTHON, description="Interpreter of the job's driver and executors.")
     spark_log_uri: str | None = Field(None, description="s3:// prefix for the job runs' logs.")
     model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's).")
     model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
@@ -95,25 +107,44 @@ def job_request(bucket: str, key: str, version_id: str | None, source_id: str, s
     if version_id:
         args += ["--source-version", version_id]
     args += training_arguments(training if training is not None else RetrainSettings.from_env())
-    params = [f"--conf spark.submit.pyFiles={settings.spark_py_files}"]
-    if settings.spark_archives:
-        params += [f"--conf spark.archives={settings.spark_archives}",
-                   "--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON=./environment/bin/python",
-                   "--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python",
-                   "--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python"]
     request: dict[str, Any] = {
         "applicationId": settings.spark_application_id,
         "clientToken": client_token(source_id),
         "executionRoleArn": settings.spark_job_role_arn,
         "name": f"virality-train-{client_token(source_id)[:16]}",
         "jobDriver": {"sparkSubmit": {"entryPoint": settings.spark_entry_point, "entryPointArguments": args,
-                                      "sparkSubmitParameters": " ".join(params)}},
+                                      "sparkSubmitParameters": " ".join(submit_parameters(settings))}},
         "tags": {"virality:source": source_id[:256]},
     }
     if settings.spark_log_uri:
         request["configurationOverrides"] = {
             "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": settings.spark_log_uri}}}
     return request
+
+
+def submit_parameters(settings: SparkSettings) -> list[str]:
+    """``--conf`` options that put the library and its dependencies on the job's Python path.
+
+    The library zip goes in ``spark.submit.pyFiles`` (pure Python imports from
+    a zip). The dependencies archive (compiled wheels: numpy, pydantic-core,
+    pyarrow ... cannot) goes in ``spark.archives`` under an alias; Spark unpacks
+    it into ``./<alias>`` in the working directory of the driver and of each
+    executor, and ``PYTHONPATH`` (driver: ``spark.emr-serverless.driverEnv``,
+    executors: ``spark.executorEnv``) points there. Both run ``SPARK_PYTHON``,
+    the interpreter the archive was built for.
+    """
+    params = [f"--conf spark.submit.pyFiles={settings.spark_py_files}"]
+    if settings.spark_archives:
+        uri, _, alias = settings.spark_archives.partition("#")
+        alias = alias or DEPS_ALIAS
+        python = settings.spark_python
+        params += [f"--conf spark.archives={uri}#{alias}",
+                   f"--conf spark.emr-serverless.driverEnv.PYTHONPATH=./{alias}",
+                   f"--conf spark.executorEnv.PYTHONPATH=./{alias}",
+                   f"--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON={python}",
+                   f"--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON={python}",
+                   f"--conf spark.executorEnv.PYSPARK_PYTHON={python}"]
+    return params
 
 
 def route_upload(s3_client: Any, bucket: str, key: str, version_id: str | None, settings: SparkSettings,

@@ -238,6 +238,36 @@ def read_source(client: Any, bucket: str, key: str, version_id: str | None, max_
     return SourceObject(bucket, key, head.version_id or version_id, head.etag, body, head.metadata)
 
 
+#: Bytes per read when hashing a training object: a big upload is streamed, never held.
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def object_sha256(client: Any, bucket: str, key: str, version_id: str | None = None,
+                  etag: str | None = None, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
+    """SHA-256 of one S3 object's bytes, streamed in chunks (memory: one chunk).
+
+    The same digest :func:`virality.data.datasets.load_training_data` records for
+    the bytes it was given. ``version_id`` (or ``etag``, as ``IfMatch``) pins
+    the exact object that was identified, so a concurrent overwrite fails
+    the read instead of hashing other bytes.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    elif etag:
+        kwargs["IfMatch"] = etag
+    try:
+        body = client.get_object(**kwargs)["Body"]
+    except Exception as exc:
+        if _is_client_error_in(exc, _NOT_FOUND):
+            raise TrainingSourceNotFoundError(f"s3://{bucket}/{key} does not exist") from None
+        raise
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(chunk_bytes), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- calibration audit
 
 
