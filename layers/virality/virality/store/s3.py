@@ -11,6 +11,7 @@ Nothing above this module touches boto3; the client is created lazily.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
