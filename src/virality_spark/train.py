@@ -7,11 +7,11 @@ matters comes from the library's own functions, run on Spark's Arrow batches:
   validates each record (``mapInPandas``), exactly as the single-node readers do;
 * **raw columns -> features, tiers**: :func:`virality.ml.features.extract_features`
   and :func:`virality.ml.tiering.assign_tiers`, per batch;
-* **objective**: per block of rows, :func:`virality.ml.softmax.loss_gradient` and
-  :func:`virality.ml.softmax.hessian` (with ``l2 = 0``), multiplied back to sums and
-  added up with ``treeAggregate``; the driver adds the ``(l2/2)||W||^2`` term.
-  The sum of the blocks' data terms *is* the data term of the whole training
-  split, so Newton on it reaches the same optimum as :func:`virality.ml.softmax.fit`.
+* **objective**: per block of rows, :meth:`virality.ml.softmax.SoftmaxObjective.chunk_sums` (the
+  single-node objective's own data-term sums: weight, loss, gradient, Hessian), added up with
+  ``treeAggregate``; the driver's :meth:`~virality.ml.softmax.SoftmaxObjective.finish` divides
+  and adds the ``(l2/2)||W||^2`` term. The sum of the blocks' data terms *is* the data term of
+  the whole training split, so Newton on it reaches the same optimum as :func:`virality.ml.solvers.fit`.
 
 Fitted parameters come from the full data: tier cut points from every row,
 caps from every training row, with Spark's exact ``percentile`` (the same
@@ -53,9 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from virality import TIER_MIDPOINTS
 from virality.artifact import (
-    SCHEMA_VERSION,
     CalibrationInfo,
     ClassCounts,
     ClusterInfo,
@@ -65,7 +63,7 @@ from virality.artifact import (
     ModelArtifact,
     SplitRows,
     TrainingInfo,
-    new_version_id,
+    trained_artifact,
     utc_now_iso,
 )
 from virality.data.labels import LABEL_COLUMN
@@ -75,7 +73,6 @@ from virality.data.split import Split
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import (
-    FEATURE_NAMES,
     N_FEATURES,
     Preprocessing,
     RawColumnsBuilder,
@@ -87,7 +84,7 @@ from virality.ml.features import (
 from virality.ml.metrics import bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import out_of_fold_logits, search_l2
-from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, hessian, loss_gradient, predict_proba
+from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, ChunkSums, SoftmaxObjective, predict_proba
 from virality.ml.solvers import fit
 from virality.ml.tiering import Tiering, assign_tiers
 from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
@@ -524,42 +521,27 @@ class SparkObjective:
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Objective, gradient (K, 16) and Hessian (16K, 16K) at ``theta`` (K, 16)."""
         K, p = theta.shape
-        coef, intercept = theta[:, :-1].copy(), theta[:, -1].copy()
         cw, remap = self.class_weight, self.remap
+        objective = SoftmaxObjective(K, self.l2)
 
-        def seq(acc: tuple, block: tuple[np.ndarray, np.ndarray]) -> tuple:
+        def seq(acc: ChunkSums, block: tuple[np.ndarray, np.ndarray]) -> ChunkSums:
             X, y_all = block
             sw = None if cw is None else cw[y_all]
-            y = remap[y_all]
-            total = float(X.shape[0] if sw is None else sw.sum())
-            if total == 0:
+            if X.shape[0] == 0 or (sw is not None and not sw.sum() > 0):
                 return acc
-            # Public per-chunk objective with l2 = 0: block means of the data term, times the block weight.
-            # One BLAS thread, as softmax.fit: the executors' cores already run one task each.
+            # The single-node objective's own chunk sums; one BLAS thread, as in fit (the
+            # executors' cores already run one task each).
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(limits=1, user_api="blas"):
-                loss, g_coef, g_int = loss_gradient(coef, intercept, X, y, 0.0, sw)
-                H = hessian(coef, intercept, X, y, 0.0, sw)
-            grad = np.column_stack([g_coef, g_int])
-            return (acc[0] + total, acc[1] + loss * total, acc[2] + grad * total, acc[3] + H * total)
+                return acc + objective.chunk_sums(theta, X, remap[y_all], sw, hessian=True)
 
-        def comb(a: tuple, b: tuple) -> tuple:
-            return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
-
-        zero = (0.0, 0.0, np.zeros((K, p)), np.zeros((K * p, K * p)))
-        sw_sum, loss_sum, grad_sum, H_sum = self.blocks.treeAggregate(zero, seq, comb, depth=self.depth)
+        sums = self.blocks.treeAggregate(ChunkSums.zero(K, p, hessian=True), seq, ChunkSums.__add__,
+                                         depth=self.depth)
         self.passes += 1
-        W = theta[:, :-1]
-        loss = loss_sum / sw_sum + 0.5 * self.l2 * float(np.sum(W * W))
-        grad = grad_sum / sw_sum
-        grad[:, :-1] += self.l2 * W
-        H = H_sum / sw_sum
-        reg = np.zeros(p)
-        reg[:-1] = self.l2
-        for k in range(K):
-            H[k * p:(k + 1) * p, k * p:(k + 1) * p] += np.diag(reg)
-        return loss, grad, 0.5 * (H + H.T)
+        loss, grad, H = objective.finish(theta, sums)
+        assert H is not None
+        return loss, grad, H
 
 
 def newton(objective: SparkObjective, theta: np.ndarray, tol: float, max_iter: int
@@ -952,16 +934,8 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
         partitions=blocks_df.rdd.getNumPartitions(), passes=passes, warmStartRows=result.warm_start_rows,
         quantiles=method.label, quantileRelativeError=method.relative_error, evaluationRows=int(test.X.shape[0]),
         split="xxhash64(seed, key) bucket")
-    artifact = ModelArtifact(
-        schemaVersion=SCHEMA_VERSION,
-        modelVersion=model_version or new_version_id(),
-        featureNames=list(FEATURE_NAMES),
-        weights=coef.tolist(),
-        biases=intercept.tolist(),
-        tierMidpoints=list(TIER_MIDPOINTS),
-        trainedAt=utc_now_iso(),
-        accuracy=report.accuracy,
-        confusionMatrix=report.confusionMatrix,
+    artifact = trained_artifact(
+        coef=coef, intercept=intercept, report=report, model_version=model_version,
         training=TrainingInfo(
             optimizer="newton", l2=chosen.l2, classWeight=config.class_weight, iterations=result.n_iter,
             finalObjective=result.objective, gradientNorm=result.grad_norm, converged=result.converged,
@@ -973,10 +947,7 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
             source=source, sha256=digest.result(), format=fmt, rows=SplitRows(train=int(train_counts.sum()), test=n_test),
             classCounts=ClassCounts(train=[int(c) for c in train_counts], test=[int(c) for c in test_counts]),
             labelColumn=label_column),
-        preprocessing=prep,
-        tiering=tiering,
-        featureSet=config.feature_set,
-        calibration=chosen.calibration,
+        preprocessing=prep, tiering=tiering, feature_set=config.feature_set, calibration=chosen.calibration,
     )
     raw.unpersist()
     return SparkTraining(TrainingOutcome(artifact, ViralityModel(artifact), report, None), test)  # type: ignore[arg-type]

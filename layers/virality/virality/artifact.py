@@ -277,3 +277,40 @@ def dump_artifact(artifact: ModelArtifact) -> bytes:
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def trained_artifact(*, coef: Any, intercept: Any, report: EvaluationReport, training: TrainingInfo,
+                     metrics: Metrics, data: DataProvenance, preprocessing: Preprocessing | None,
+                     tiering: Tiering | None, feature_set: str, calibration: CalibrationInfo | None,
+                     model_version: str | None = None) -> ModelArtifact:
+    """The artifact of a training run, whatever the engine (NumPy or Spark) that fitted it.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (5, 15)
+    intercept : ndarray of shape (5,)
+    report : EvaluationReport
+        The test split's metrics (its accuracy and confusion matrix are the headline fields).
+    training, metrics, data
+        What the engine records about the fit, the evaluation and the rows.
+    model_version : str, optional
+        A fresh :func:`new_version_id` when not given.
+    """
+    return ModelArtifact(
+        schemaVersion=SCHEMA_VERSION,
+        modelVersion=model_version or new_version_id(),
+        featureNames=list(FEATURE_NAMES),
+        weights=coef.tolist(),
+        biases=intercept.tolist(),
+        tierMidpoints=list(TIER_MIDPOINTS),
+        trainedAt=utc_now_iso(),
+        accuracy=report.accuracy,
+        confusionMatrix=report.confusionMatrix,
+        training=training,
+        metrics=metrics,
+        data=data,
+        preprocessing=preprocessing,
+        tiering=tiering,
+        featureSet=feature_set,
+        calibration=calibration,
+    )

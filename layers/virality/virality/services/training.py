@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from virality import TIER_MIDPOINTS
 from virality.artifact import (
-    SCHEMA_VERSION,
     CalibrationInfo,
     ClassCounts,
     DataProvenance,
@@ -19,7 +17,7 @@ from virality.artifact import (
     ModelArtifact,
     SplitRows,
     TrainingInfo,
-    new_version_id,
+    trained_artifact,
     utc_now_iso,
 )
 from virality.data.datasets import FileBytes, load_training_data
@@ -27,7 +25,7 @@ from virality.data.readers import DataFormat
 from virality.data.split import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
-from virality.ml.features import FEATURE_NAMES, FEATURE_SETS, feature_set_mask, hold_features
+from virality.ml.features import FEATURE_SETS, feature_set_mask, hold_features
 from virality.ml.metrics import EvaluationReport, bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
@@ -267,16 +265,8 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
                              folds=search.n_folds, seed=search.seed,
                              durationSeconds=round(search.duration_seconds, 6),
                              sampleRows=None if rows is None else int(rows.size))
-    artifact = ModelArtifact(
-        schemaVersion=SCHEMA_VERSION,
-        modelVersion=model_version or new_version_id(),
-        featureNames=list(FEATURE_NAMES),
-        weights=coef.tolist(),
-        biases=intercept.tolist(),
-        tierMidpoints=list(TIER_MIDPOINTS),
-        trainedAt=utc_now_iso(),
-        accuracy=report.accuracy,
-        confusionMatrix=report.confusionMatrix,
+    artifact = trained_artifact(
+        coef=coef, intercept=intercept, report=report, model_version=model_version,
         training=TrainingInfo(
             optimizer=result.optimizer, l2=l2, classWeight=config.class_weight,
             iterations=result.n_iter, finalObjective=result.objective, gradientNorm=result.grad_norm,
@@ -290,9 +280,7 @@ def train_model(ts: TrainingSet, config: TrainingConfig | None = None, *, model_
             rows=SplitRows(train=int(ts.train.X.shape[0]), test=int(ts.test.X.shape[0])),
             classCounts=ClassCounts(train=ts.train.class_counts(), test=ts.test.class_counts()),
             labelColumn=ts.label_column),
-        preprocessing=ts.preprocessing,
-        tiering=ts.tiering,
-        featureSet=config.feature_set,
+        preprocessing=ts.preprocessing, tiering=ts.tiering, feature_set=config.feature_set,
         calibration=calibration_info,
     )
     return TrainingOutcome(artifact, ViralityModel(artifact), report, ts)
