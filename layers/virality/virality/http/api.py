@@ -407,7 +407,7 @@ def _named_features_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | Non
             return ParsedRequest(batch=batch, explain=explain, X=np.array(rows, dtype=np.float64))
         # float() of each value: a bool becomes 0/1 (ruled out below), None or a container
         # raises TypeError, an int beyond float range OverflowError (no strings: see the count).
-        X = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n * N_FEATURES)
+        X: np.ndarray = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n * N_FEATURES)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     X = X.reshape(n, N_FEATURES)
@@ -418,7 +418,7 @@ def _named_features_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | Non
     keys_e = _KEY_E_COUNT * n + sum(key.count("e") for key in doc) + (1 if "explain" in doc else 0)
     if raw.count(b"e") != keys_e and not set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
         return None
-    if not (np.isfinite(X).all() and X.min() >= 0.0 and X.max() <= 1.0):
+    if not (np.isfinite(X).all() and np.min(X) >= 0.0 and np.max(X) <= 1.0):
         return None
     return ParsedRequest(batch=batch, explain=explain, X=X)
 
@@ -509,7 +509,7 @@ def _videos_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | None:
         C = np.array(counts, dtype=np.float64)      # ints beyond float range raise OverflowError
     except OverflowError:
         return None
-    if not (np.isfinite(C).all() and C.min() >= 0.0):
+    if not (np.isfinite(C).all() and np.min(C) >= 0.0):
         return None
     followers: list[float] = []
     caption_lengths: list[float] = []
