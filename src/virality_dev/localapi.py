@@ -548,6 +548,9 @@ def serve(host: str, port: int, local_s3: bool, bucket: str | None, prefix: str,
 
     if main_thread:
         signal.signal(signal.SIGTERM, _terminate)
+        # Ctrl-C explicitly too: a process started in the background by a non-interactive shell
+        # inherits SIGINT as ignored, and Python then never installs its KeyboardInterrupt handler.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _serve(host, port, local_s3, bucket, prefix, refresh_seconds, main_thread)
     finally:
