@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from virality.store.s3 import LazyClient
 
 ClientFactory = Callable[[], Any]
 
@@ -20,17 +21,11 @@ class SparkLauncher:
     """Starts Spark job runs; the one place that talks to EMR Serverless (lazy client)."""
 
     def __init__(self, client_factory: ClientFactory | None = None) -> None:
-        self._factory = client_factory or default_emr_client
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(client_factory or default_emr_client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._factory()
-        return self._client
+        return self._client()
 
     def submit(self, request: Mapping[str, Any]) -> str:
         """``StartJobRun`` with ``request`` (see :func:`virality.services.sparkjob.job_request`); the job-run id."""

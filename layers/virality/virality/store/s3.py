@@ -99,7 +99,7 @@ def default_client_factory() -> Any:
 
 
 class LazyClient:
-    """One S3 client per container, created on first call (thread-safe), shared by a handler's records.
+    """One AWS client per container (S3, EMR Serverless), created on first call (thread-safe), shared by a handler's records.
 
     Call it for the client; :meth:`reset` drops it (tests start a fresh moto backend).
     """
