@@ -55,7 +55,7 @@ def bodies(draw: st.DrawFn) -> dict[str, object]:
 @given(bodies())
 def test_fast_path_never_accepts_what_pydantic_rejects(body: dict[str, object]) -> None:
     raw = json.dumps(body).encode()
-    fast = _named_features_fast(json.loads(raw), raw)
+    fast = _named_features_fast(raw, max_batch=1000)
     try:
         request = PredictRequest.model_validate(json.loads(raw))
     except ValidationError:
@@ -79,7 +79,7 @@ def test_a_boolean_feature_leaves_the_fast_path_and_is_rejected() -> None:
     row: dict[str, object] = {name: 0.5 for name in FEATURE_NAMES}
     row["hasTrendingSound"] = True
     raw = json.dumps({"features": row}).encode()
-    assert _named_features_fast(json.loads(raw), raw) is None
+    assert _named_features_fast(raw, max_batch=1000) is None
 
 
 def _row_text(row: dict[str, object]) -> str:

@@ -17,9 +17,10 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jiter
+import msgspec
 import numpy as np
 import orjson
 from pydantic import (
@@ -364,63 +365,82 @@ class ParsedRequest:
 
 
 _NUMBER_TYPES = frozenset((float, int))
-_SMALL_BATCH = 4
-#: "e"s in the keys of one batch instance: ``"features"`` and the 15 names.
-_KEY_E_COUNT = "features".count("e") + sum(name.count("e") for name in FEATURE_NAMES)
-_ordered_features = operator.itemgetter(*FEATURE_NAMES)
+
+# The named-features fast path: one typed decode (msgspec, in C) that parses and checks
+# the whole body at once. Each Struct mirrors its pydantic model exactly (same fields,
+# no extra ones, numbers only, each in [0, 1]); msgspec refuses NaN/Infinity literals,
+# bools for numbers and numbers beyond float range, as pydantic in strict mode does.
+_UnitValue = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+if TYPE_CHECKING:
+    _Features = msgspec.Struct
+else:   # the 15 fields, generated from FEATURE_NAMES (read back with _feature_values)
+    _Features = msgspec.defstruct(
+        "_Features", [(name, _UnitValue) for name in FEATURE_NAMES], forbid_unknown_fields=True, gc=False)
 
 
-def _named_features_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | None:
+class _NamedItem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    features: _Features
+
+
+class _NamedBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # UNSET, not a default value: the quote count needs to know which keys the text has
+    features: _Features | msgspec.UnsetType = msgspec.UNSET
+    instances: list[_NamedItem] | msgspec.UnsetType = msgspec.UNSET
+    explain: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+_named_decoder = msgspec.json.Decoder(_NamedBody)
+_feature_values = operator.attrgetter(*FEATURE_NAMES)
+
+
+def _named_features_fast(raw: bytes, max_batch: int) -> ParsedRequest | None:
     """Accept, without building pydantic objects, a body made only of valid named features.
 
     Returns None for anything else (other kinds, or any doubt about validity): the
-    pydantic path then decides and names every offending field. Accepts exactly
-    what :class:`PredictRequest` accepts for such bodies, and proves the body's
-    *text* has no duplicated key, by counting quotes: without a backslash no string
-    has an escape, so every ``"`` in ``raw`` opens or closes a string token. A
-    well-formed body has exactly ``len(doc) + n * 15`` keys (``+ n`` "features" keys
-    in a batch) and no string value. The text holds at least the parsed keys, and
-    a duplicate, an extra key or a string value (even one hidden behind a duplicate)
-    only adds tokens, so an equal count proves the shape.
+    pydantic path then decides and names every offending field. The typed decode
+    accepts exactly what :class:`PredictRequest` accepts for such bodies, except that
+    it keeps the last of duplicated keys; this proves the body's *text* has none, by
+    counting quotes: without a backslash no string has an escape, so every ``"`` in
+    ``raw`` opens or closes a string token. The schema allows no string value, so a
+    well-formed body has exactly ``len(keys) + n * 15`` string tokens (``+ n``
+    "features" keys in a batch), and a duplicate only adds tokens.
+
+    Raises
+    ------
+    RequestValidationError
+        413 for a valid batch of more than ``max_batch`` instances.
     """
-    explain = doc.get("explain", False)
-    if type(explain) is not bool or len(doc) - ("explain" in doc) != 1:
+    try:
+        body = _named_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if "features" in doc:
-        items, batch = [doc], False
-    elif type(doc.get("instances")) is list and doc["instances"]:
-        items, batch = doc["instances"], True
+    explain = body.explain
+    keys = explain is not msgspec.UNSET
+    if body.instances is msgspec.UNSET:
+        if body.features is msgspec.UNSET:
+            return None
+        items, batch = [body.features], False
+    elif body.features is msgspec.UNSET and body.instances:
+        n_batch = len(body.instances)
+        if n_batch > max_batch:
+            raise _batch_too_large(n_batch, max_batch)
+        items, batch = [item.features for item in body.instances], True
     else:
         return None
     n = len(items)
-    if b"\\" in raw or raw.count(b'"') != 2 * (len(doc) + n * N_FEATURES + (n if batch else 0)):
+    if b"\\" in raw or raw.count(b'"') != 2 * (1 + keys + n * N_FEATURES + (n if batch else 0)):
         return None
-    try:
-        rows = [_ordered_features(item["features"]) for item in items]
-        if n <= _SMALL_BATCH:
-            # A few rows: checked in plain Python (NumPy's per-call overhead dominates here).
-            # JSON gives no NaN (allow_inf_nan=False); an overflowing literal (inf) or an int
-            # beyond float range fails the bounds.
-            values = rows[0] if n == 1 else list(itertools.chain.from_iterable(rows))
-            if not (set(map(type, values)) <= _NUMBER_TYPES and min(values) >= 0 and max(values) <= 1):
-                return None
-            return ParsedRequest(batch=batch, explain=explain, X=np.array(rows, dtype=np.float64))
-        # float() of each value: a bool becomes 0/1 (ruled out below), None or a container
-        # raises TypeError, an int beyond float range OverflowError (no strings: see the count).
-        X: np.ndarray = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n * N_FEATURES)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    X = X.reshape(n, N_FEATURES)
-    # JSON booleans only come from the literals true/false, each with one "e". The keys are
-    # now known exactly, so any other "e" is a number's exponent or a boolean: without one no
-    # value can be a bool (one pass, cheaper than searching for both words); with one (e.g.
-    # "explain": true, 1e-05) check every value's type.
-    keys_e = _KEY_E_COUNT * n + sum(key.count("e") for key in doc) + (1 if "explain" in doc else 0)
-    if raw.count(b"e") != keys_e and not set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
-        return None
-    if not (np.isfinite(X).all() and np.min(X) >= 0.0 and np.max(X) <= 1.0):
-        return None
-    return ParsedRequest(batch=batch, explain=explain, X=X)
+    if n == 1:
+        X = np.array([_feature_values(items[0])], dtype=np.float64)
+    else:
+        X = np.fromiter(itertools.chain.from_iterable(map(_feature_values, items)), dtype=np.float64,
+                        count=n * N_FEATURES).reshape(n, N_FEATURES)
+    return ParsedRequest(batch=batch, explain=explain is True, X=X)
+
+
+def _batch_too_large(n: int, max_batch: int) -> RequestValidationError:
+    return RequestValidationError(f"batch too large: {n} instances, MAX_BATCH is {max_batch}",
+                                  [{"field": "instances", "message": f"at most {max_batch} instances"}], status=413)
 
 
 _VIDEO_REQUIRED = frozenset((*RAW_NUMERIC_FIELDS, "hasTrendingSound", "postedAt"))
@@ -607,8 +627,11 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
         413 for a batch over ``max_batch``, 422 for schema violations (every offending
         field listed, batch index included).
     """
-    # First a parse without the duplicate-key check (half the cost of one with it): the
-    # named-features fast path rules duplicates out by itself (see _named_features_fast).
+    fast = _named_features_fast(raw, max_batch)
+    if fast is not None:
+        return fast
+    # A parse without the duplicate-key check (half the cost of one with it): the raw-video
+    # fast path rules duplicates out by itself (see _videos_fast); otherwise they are checked below.
     try:
         doc = jiter.from_json(raw, allow_inf_nan=False)
         duplicates_checked = False
@@ -619,13 +642,13 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
         raise RequestValidationError("the body must be a JSON object",
                                      [{"field": "body", "message": f"got {type(doc).__name__}"}])
     if isinstance(doc.get("instances"), list) and len(doc["instances"]) > max_batch:
-        raise RequestValidationError(f"batch too large: {len(doc['instances'])} instances, MAX_BATCH is {max_batch}",
-                                     [{"field": "instances", "message": f"at most {max_batch} instances"}], status=413)
+        raise _batch_too_large(len(doc["instances"]), max_batch)
     instances = doc.get("instances")
     first = instances[0] if type(instances) is list and instances else doc
-    fast = (_videos_fast if type(first) is dict and "video" in first else _named_features_fast)(doc, raw)
-    if fast is not None:
-        return fast         # its shape (checked exactly) nests 4 levels at most
+    if type(first) is dict and "video" in first:
+        fast = _videos_fast(doc, raw)
+        if fast is not None:
+            return fast         # its shape (checked exactly) nests 4 levels at most
     # Everything below walks the document recursively (duplicate scan, pydantic): bound it first.
     _bounded(doc)
     if not duplicates_checked:
