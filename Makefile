@@ -28,6 +28,11 @@ export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: help venv tools test test-quick typecheck lint unit integration e2e template layer-check demo serve invoke bench openapi baseline build deploy cli sam spark-archive clean
 
+# uv into a new venv with pip, tried up to 3 times: pip does not retry a download cut off
+# mid-body (uv itself retries its downloads).
+pip_uv = for try in 1 2 3; do $(1)/bin/python -m pip install -q --disable-pip-version-check uv && break; \
+	[ $$try -lt 3 ] || exit 1; echo "pip install uv failed (try $$try of 3); trying again" >&2; done
+
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -38,7 +43,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 		echo "       or run: make PYTHON=/path/to/python3.12 ..."; exit 1; fi
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv --clear $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(call pip_uv,$(VENV))
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements-dev.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	# The library is imported from layers/virality (PYTHONPATH): compile it too, since with
@@ -51,7 +56,7 @@ venv: $(STAMP)  ## create .venv with the project and its dev dependencies
 $(TOOLS_STAMP): requirements-tools.txt
 	@echo "==> creating $(TOOLS_VENV) (sam, cfn-lint, checkov)"
 	$(PYTHON) -m venv --clear $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(call pip_uv,$(TOOLS_VENV))
 	$(TOOLS_VENV)/bin/uv pip install -q --compile-bytecode --python $(TOOLS_VENV)/bin/python -r requirements-tools.txt
 	@touch $@
 
