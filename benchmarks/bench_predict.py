@@ -290,7 +290,7 @@ def stage_breakdown(body: dict[str, Any], model: Any, settings: Any, repeats: in
 
     event = predict_event(body)
     handler_runs: list[float] = []
-    stages: dict[str, list[float]] = {"decode + JSON + pydantic validation": [], "`api.predict` (the next two + dicts)": [],
+    stages: dict[str, list[float]] = {"decode + parse + validation": [], "`api.predict` (the next two + dicts)": [],
                                       "· features matrix": [], "· `model.predict`": [],
                                       "response JSON (`api.dumps_response`)": []}
     clock = time.perf_counter
