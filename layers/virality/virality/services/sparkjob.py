@@ -81,11 +81,10 @@ def client_token(source_id: str) -> str:
 
 def training_arguments(training: RetrainSettings) -> list[str]:
     """Entry-point options that make the job train exactly as the Lambda would (its resolved TRAIN_* defaults)."""
-    from virality.services.training import TrainingConfig
+    # imported here: the training modules are not needed to route an upload
+    from virality.services.configuration import training_config
 
-    config = TrainingConfig(optimizer=training.train_optimizer, l2=training.training_l2(),
-                            class_weight=training.train_class_weight, calibration=training.train_calibration,
-                            feature_set=training.train_feature_set)
+    config = training_config(training)
     # Spark runs Newton: gd's resolved fixed lambda and calibration (0.001, none) are passed as such.
     return ["--l2", str(config.resolved_l2), "--calibration", config.resolved_calibration,
             "--feature-set", config.feature_set, "--class-weight", config.class_weight]
