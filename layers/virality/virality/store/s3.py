@@ -134,14 +134,11 @@ class ModelRegistry(ModelStore):
 
     def __init__(self, bucket: str, prefix: str = "models/", client_factory: ClientFactory | None = None) -> None:
         super().__init__(bucket, prefix)
-        self._client_factory = client_factory or default_client_factory
-        self._client: Any = None
+        self._client = LazyClient(client_factory)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client()
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
