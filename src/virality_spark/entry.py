@@ -39,7 +39,7 @@ from virality.errors import DataValidationError, ViralityError
 from virality.services.promotion import FORCE_PROMOTE_METADATA, Candidate, PromotionPolicy, release
 from virality.services.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
 from virality.services.training import TrainingConfig
-from virality.store.s3 import ModelRegistry, default_client_factory, object_sha256
+from virality.store.s3 import ModelRegistry, default_client_factory
 
 EXIT_DATA = 1
 #: The lease taken once training is done covers publishing and the gate only.
@@ -150,17 +150,15 @@ def source_digest(source: str, source_id: str, version_id: str | None,
                   client_factory: Any = default_client_factory) -> str:
     """SHA-256 of the source's bytes: the S3 object at ``version_id`` (else its ETag), or the local file.
 
-    Streamed in chunks on the driver (:func:`virality.store.s3.object_sha256`),
+    Streamed in chunks on the driver (:func:`virality_spark.train.source_sha256`),
     so the artifact records the same ``data.sha256`` as the retrain Lambda and
     the NumPy trainer for the same bytes.
     """
-    if source.startswith(("s3://", "s3a://")):
-        bucket, key = parse_s3_uri(source)
-        etag = None if version_id else source_id.rsplit("#", 1)[1]
-        return object_sha256(client_factory(), bucket, key, version_id=version_id, etag=etag)
     from virality_spark.train import source_sha256
 
-    return source_sha256(source)
+    # source_id ends in "#<versionId or ETag>" for S3 (identify_source): pin the ETag when unversioned.
+    etag = source_id.rsplit("#", 1)[1] if not version_id and source.startswith(("s3://", "s3a://")) else None
+    return source_sha256(source, client_factory, version_id=version_id, etag=etag)
 
 
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:

@@ -177,11 +177,8 @@ def read_records(spark: SparkSession, path: str, fmt: str | None = None) -> Data
     return df.select(*casts)
 
 
-#: Bytes per read when hashing a local source (memory: one chunk).
-HASH_CHUNK_BYTES = 8 * 1024 * 1024
-
-
-def source_sha256(path: str, client_factory: Any = None) -> str:
+def source_sha256(path: str, client_factory: Any = None, *, version_id: str | None = None,
+                  etag: str | None = None) -> str:
     """SHA-256 of the bytes of the training source, streamed on the driver (never held in memory).
 
     The digest :func:`virality.data.datasets.load_training_data` records for the
@@ -191,6 +188,8 @@ def source_sha256(path: str, client_factory: Any = None) -> str:
     Spark also reads) hashes its data files' bytes, concatenated in path
     order (names starting with ``_`` or ``.``, which Spark skips, are skipped).
 
+    ``version_id`` (or ``etag``) pins the exact S3 object that was identified.
+
     Raises
     ------
     ConfigurationError
@@ -198,13 +197,14 @@ def source_sha256(path: str, client_factory: Any = None) -> str:
     """
     import hashlib
 
+    from virality.store.s3 import HASH_CHUNK_BYTES, default_client_factory, object_sha256
+
     if path.startswith(("s3://", "s3a://")):
         bucket, _, key = path.split("://", 1)[1].partition("/")
         if not bucket or not key or key.endswith("/"):
             raise ConfigurationError(f"train one S3 object, not a prefix: {path!r}")
-        from virality.store.s3 import default_client_factory, object_sha256
-
-        return object_sha256((client_factory or default_client_factory)(), bucket, key)
+        return object_sha256((client_factory or default_client_factory)(), bucket, key, version_id=version_id,
+                             etag=etag)
     local = path[len("file://"):] if path.startswith("file://") else path
     if os.path.isdir(local):
         files = []
@@ -797,11 +797,6 @@ def _executors(spark: SparkSession) -> int:
     except Exception:   # private API moved: fall back on the configured count
         n = int(sc.getConf().get("spark.executor.instances", "0") or 0)
     return max(n, 1)
-
-
-def _collect_raw(df: DataFrame) -> RawVideos:
-    """Rows of ``df`` on the driver, in key order (independent of partitioning)."""
-    return _collect_labelled(df)[0]
 
 
 def _collect_labelled(df: DataFrame) -> tuple[RawVideos, np.ndarray]:

@@ -22,7 +22,7 @@ from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig
 from virality_dev.synthetic import sample_csv, sample_jsonl
 from virality_spark.train import (
-    _collect_raw,
+    _collect_labelled,
     collect_training_arrays,
     fit_blocks,
     read_records,
@@ -72,8 +72,8 @@ def test_fitted_parameters_come_from_the_full_data(spark: Any, csv_path: Path, c
     raw, _ = validated_raw(read_records(spark, str(csv_path)), str(csv_path), 42, 0.2)
     from pyspark.sql import functions as F
 
-    everything = _collect_raw(raw)
-    train = _collect_raw(raw.where(~F.col("_test")))
+    everything, _ = _collect_labelled(raw)
+    train, _ = _collect_labelled(raw.where(~F.col("_test")))
     raw.unpersist()
     assert len(everything) == ROWS
     # exact quantiles: the very numbers np.quantile gives on all rows / on the training rows
