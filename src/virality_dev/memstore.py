@@ -7,7 +7,7 @@ are the quoted MD5 of the bytes (S3's for single-part uploads), conditional
 writes check and store in one step under a lock (real S3 is atomic), and a
 missing key is "not found". The protocol on top is the production code, so
 a unit test exercises exactly what runs against S3; the contract test
-(``tests/unit/test_store_contract.py``) runs the same assertions against
+(``tests/integration/test_store_contract.py``) runs the same assertions against
 moto to keep the primitives honest.
 
 Faults are injected per primitive (:meth:`MemoryStore.fail`) and raise a
@@ -132,9 +132,7 @@ class MemoryStore(AuditModelStore):
 
     def _keys(self, prefix: str) -> Iterator[str]:
         self._enter("list", prefix)
-        with self._lock:
-            keys = sorted(k for k, v in self._objects.items() if k.startswith(prefix) and v)
-        yield from keys
+        yield from sorted(self.keys(prefix))
 
     def _versions(self, key: str) -> Iterator[ObjectVersion]:
         self._enter("versions", key)

@@ -2,12 +2,10 @@
 
 Every caller that makes a new model version (the retrain function, the
 recalibration audit, the Spark entry point) hands :func:`release` a trained
-artifact and the split it was tested on. The protocol, all in the model
-store (:mod:`virality.store.s3`):
-
-The steps, one function each, over a :class:`PublishedVersion`:
-:func:`publish` -> :func:`gate_and_move_pointer` (gate, record the decision,
-move the pointer) -> :func:`record_outcome`.
+artifact and the split it was tested on. The steps are one function each,
+over a :class:`PublishedVersion`: :func:`publish` -> :func:`gate_and_move_pointer`
+(gate, record the decision, move the pointer) -> :func:`record_outcome`. The
+protocol, all in the model store (:class:`virality.store.base.ModelStore`):
 
 1. **Publish** write-once: report, then the reference holdout (the
    candidate's test split, at most ``HOLDOUT_MAX_ROWS`` rows), then the

@@ -192,7 +192,7 @@ def retrain(registry: ModelStore, source: SourceObject, config: TrainingConfig, 
     rows = {"train": int(ts.train.X.shape[0]), "test": int(ts.test.X.shape[0])}
     force = source.metadata.get(FORCE_PROMOTE_METADATA, "").strip().lower() == "true"
     lease = acquire_lease(registry, source_id, deadline)
-    delivery = _Delivery(registry, source_id, lease, rows, started, base)
+    delivery = _Delivery(registry, lease, rows, started, base)
     if lease.final is not None:
         return delivery.duplicate(lease.version, lease.final)
     try:
@@ -211,7 +211,6 @@ class _Delivery:
     """One delivery of an event once it holds the lease (or found the event finished): what the steps share."""
 
     store: ModelStore
-    source_id: str
     lease: Lease
     rows: dict[str, int]
     started: float

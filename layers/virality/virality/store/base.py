@@ -30,7 +30,7 @@ exactly the places the tests care about. So, as Powertools'
 written once here over five primitives a backend implements
 (:meth:`_read`, :meth:`_etag`, :meth:`_write`, :meth:`_keys`,
 :meth:`_versions`), and a contract test
-(``tests/unit/test_store_contract.py``) runs the same assertions against
+(``tests/integration/test_store_contract.py``) runs the same assertions against
 the S3 backend under moto and the in-memory one. The backends:
 :class:`virality.store.s3.ModelRegistry` (the only code that calls boto3) and
 ``virality_dev.memstore.MemoryStore`` (unit tests; not in the Lambda layer).
