@@ -220,11 +220,11 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def environment() -> str:
-    """One line describing where the numbers were taken."""
+def environment(*extra: str) -> str:
+    """One line describing where the numbers were taken (``extra``: more versions, e.g. ``"pyspark 4.0.5"``)."""
     import numpy as np
 
-    parts = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    parts = [f"Python {platform.python_version()}", f"NumPy {np.__version__}", *extra]
     try:
         import sklearn
 

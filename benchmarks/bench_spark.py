@@ -31,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from _common import DEV, LIBRARY, ROOT, parser, write_section
+from _common import DEV, LIBRARY, ROOT, environment, parser, write_section
 
 #: Where the table goes (its ``spark-bench`` section), unless --quick / --no-docs; --docs PATH elsewhere.
 DOCS = ROOT / "docs" / "spark.md"
@@ -154,14 +155,6 @@ def table_rows(rows: int, res: dict[str, dict]) -> list[str]:
     return out
 
 
-def _versions() -> str:
-    import platform
-    from importlib.metadata import version
-
-    return (f"Python {platform.python_version()}, NumPy {version('numpy')}, pyspark {version('pyspark')}, "
-            f"{os.cpu_count()} CPUs ({platform.machine()})")
-
-
 def main() -> None:
     p = parser(__doc__.split("\n", 1)[0])
     p.add_argument("--rows", type=int, nargs="+", default=None, help="default 50000 (--quick: 20000)")
@@ -200,8 +193,9 @@ def main() -> None:
     argv = " ".join(["python benchmarks/bench_spark.py", *sys.argv[1:]])
     what = ("both engines with the defaults (λ by CV, temperature)" if args.defaults
             else "both engines fit one fixed λ (`l2=0.001, calibration=none`, no bootstrap)")
+    where = environment(f"pyspark {version('pyspark')}")
     body = "\n".join([
-        f"`{argv}` — {_versions()}, {time.strftime('%Y-%m-%d', time.gmtime())}; Spark `local[2]`, "
+        f"`{argv}` — {where}; Spark `local[2]`, "
         f"{what}; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
         "(a shared machine: only the ratios carry over).",
         "",
