@@ -291,7 +291,7 @@ def stage_breakdown(body: dict[str, Any], model: Any, settings: Any, repeats: in
     event = predict_event(body)
     handler_runs: list[float] = []
     stages: dict[str, list[float]] = {"decode + parse + validation": [], "`api.predict` (the next two + dicts)": [],
-                                      "· features matrix": [], "· `model.predict`": [],
+                                      "· features matrix": [], "· `model.predict` (`predict_row` for one named row)": [],
                                       "response JSON (`api.dumps_response`)": []}
     clock = time.perf_counter
     for _ in range(repeats):
@@ -304,11 +304,15 @@ def stage_breakdown(body: dict[str, Any], model: Any, settings: Any, repeats: in
         t1 = clock()
         result = api.predict(parsed, model)
         t2 = clock()
-        # fast path (named features) arrives as a matrix already
-        X = (parsed.X if parsed.X is not None else model.featurize(parsed.videos) if parsed.videos is not None
+        # fast path (named features) arrives as a matrix (or, for one instance, a row) already
+        named = parsed.feature_matrix()
+        X = (named if named is not None else model.featurize(parsed.videos) if parsed.videos is not None
              else api.instances_to_matrix(parsed.instances, model))
         t3 = clock()
-        model.predict(X)
+        if parsed.row is not None:      # what api.predict calls for a single named instance
+            model.predict_row(parsed.row)
+        else:
+            model.predict(X)
         t4 = clock()
         api.dumps_response(result)
         t5 = clock()

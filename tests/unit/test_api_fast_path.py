@@ -63,7 +63,7 @@ def test_fast_path_never_accepts_what_pydantic_rejects(body: dict[str, object]) 
         return
     if fast is not None:
         instances = request.instances if request.instances is not None else [request]
-        np.testing.assert_array_equal(fast.X, instances_to_matrix(instances, MODEL))
+        np.testing.assert_array_equal(fast.feature_matrix(), instances_to_matrix(instances, MODEL))
         assert fast.batch == (request.instances is not None)
         assert fast.explain == request.explain
 
@@ -99,6 +99,9 @@ def _duplicate_bodies() -> list[str]:
         '{"features": {"shareRate": "high", ' + body + '}}',
         # a duplicated top-level key
         '{"features": {' + body + '}, "explain": true, "explain": false}',
+        # a body long enough (> 4 KiB) that the quotes are counted with NumPy
+        '{"instances": [' + ", ".join(['{"features": {' + body + '}}'] * 40
+                                      + ['{"features": {' + body + ', "likeRate": 0.1}}']) + ']}',
     ]
 
 
@@ -110,6 +113,6 @@ def test_duplicated_keys_never_pass_the_fast_path() -> None:
     for text in _duplicate_bodies():
         json.loads(text)     # valid JSON (last key wins): only the duplicate check can refuse it
         with pytest.raises(RequestValidationError) as err:
-            parse_predict_request(text.encode(), max_batch=10)
+            parse_predict_request(text.encode(), max_batch=100)
         assert err.value.status == 400
         assert "duplicated" in err.value.message

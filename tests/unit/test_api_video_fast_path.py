@@ -152,10 +152,13 @@ def _video_text(extra: str = "") -> str:
     # a duplicate hiding a string value behind the number that wins
     '{"video": {"views": "many", ' + _video_text() + '}}',
     '{"video": {' + _video_text() + '}, "explain": true, "explain": false}',
+    # a body long enough (> 4 KiB) that the quotes are counted with NumPy
+    '{"instances": [' + ", ".join(['{"video": {' + _video_text() + '}}'] * 30
+                                  + ['{"video": {' + _video_text(', "likes": 5') + '}}']) + ']}',
 ])
 def test_duplicated_keys_never_pass_the_video_fast_path(text: str) -> None:
     json.loads(text)
     with pytest.raises(RequestValidationError) as err:
-        parse_predict_request(text.encode(), max_batch=10)
+        parse_predict_request(text.encode(), max_batch=100)
     assert err.value.status == 400
     assert "duplicated" in err.value.message

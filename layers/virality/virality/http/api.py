@@ -23,6 +23,7 @@ import jiter
 import msgspec
 import numpy as np
 import orjson
+import pybase64
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -325,30 +326,35 @@ def decode_body(body: str | None, is_base64: bool, max_bytes: int) -> bytes:
     if body is None or body == "":
         raise RequestValidationError("request body is required", [{"field": "body", "message": "empty body"}],
                                      status=400)
-    raw = body.encode() if isinstance(body, str) else body
     if is_base64:
-        if len(raw) > (max_bytes * 4) // 3 + 8:
+        if len(body) > (max_bytes * 4) // 3 + 8:
             raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
                                          [{"field": "body", "message": "too large"}], status=413)
         try:
-            raw = binascii.a2b_base64(raw, strict_mode=True)   # much faster than b64decode(validate=True)
-        except (binascii.Error, ValueError):
+            # SIMD (pybase64): ~25x binascii's strict a2b_base64 on a 1,000-instance body. Every
+            # body it accepts decodes to the same bytes; it also refuses padding after a full quantum.
+            raw = pybase64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError, TypeError):
             raise RequestValidationError("body is marked base64 but is not valid base64",
                                          [{"field": "body", "message": "invalid base64"}], status=400) from None
+    else:
+        raw = body.encode() if isinstance(body, str) else body
     if len(raw) > max_bytes:
         raise RequestValidationError(f"request body exceeds {max_bytes} bytes",
                                      [{"field": "body", "message": "too large"}], status=413)
     return raw
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen: a frozen dataclass's __init__ costs ~1 µs more, on every request
 class ParsedRequest:
     """A validated request.
 
-    Exactly one of ``X`` (named features only, shape (n_instances, 15), columns in
-    :data:`FEATURE_NAMES` order: the fast path), ``videos`` (raw videos only, as
-    columns of shape (n_instances,), with ``video_ids`` their optional ids: the
-    raw-video fast path) and ``instances`` (validated pydantic instances) is set.
+    Exactly one of ``row`` (a single named-features instance: its 15 values in
+    :data:`FEATURE_NAMES` order, no NumPy array: the commonest request), ``X``
+    (a batch of named features, shape (n_instances, 15), same column order),
+    ``videos`` (raw videos only, as columns of shape (n_instances,), with
+    ``video_ids`` their optional ids: the raw-video fast path) and ``instances``
+    (validated pydantic instances) is set.
     """
 
     batch: bool
@@ -357,11 +363,20 @@ class ParsedRequest:
     instances: Sequence[Instance | PredictRequest] | None = None
     videos: RawVideos | None = None
     video_ids: Sequence[str | None] | None = None
+    row: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
+        if self.row is not None:
+            return 1
         if self.videos is not None:
             return len(self.videos)
         return len(self.X if self.X is not None else self.instances)  # type: ignore[arg-type]
+
+    def feature_matrix(self) -> np.ndarray | None:
+        """The named features, shape (n_instances, 15) (``row`` as one row); None for other kinds."""
+        if self.row is not None:
+            return np.array([self.row], dtype=np.float64)
+        return self.X
 
 
 _NUMBER_TYPES = frozenset((float, int))
@@ -428,14 +443,23 @@ def _named_features_fast(raw: bytes, max_batch: int) -> ParsedRequest | None:
     else:
         return None
     n = len(items)
-    if b"\\" in raw or raw.count(b'"') != 2 * (1 + keys + n * N_FEATURES + (n if batch else 0)):
+    if b"\\" in raw or _quotes(raw) != 2 * (1 + keys + n * N_FEATURES + (n if batch else 0)):
         return None
-    if n == 1:
-        X = np.array([_feature_values(items[0])], dtype=np.float64)
-    else:
-        X = np.fromiter(itertools.chain.from_iterable(map(_feature_values, items)), dtype=np.float64,
-                        count=n * N_FEATURES).reshape(n, N_FEATURES)
-    return ParsedRequest(batch=batch, explain=explain is True, X=X)
+    if not batch:
+        return ParsedRequest(False, explain is True, row=_feature_values(items[0]))
+    X = np.fromiter(itertools.chain.from_iterable(map(_feature_values, items)), dtype=np.float64,
+                    count=n * N_FEATURES).reshape(n, N_FEATURES)
+    return ParsedRequest(batch=True, explain=explain is True, X=X)
+
+
+_QUOTE = ord('"')
+
+
+def _quotes(raw: bytes) -> int:
+    """How many ``"`` bytes ``raw`` has (NumPy for long bodies: ~10x ``bytes.count``, a byte-by-byte loop)."""
+    if len(raw) < 4096:
+        return raw.count(b'"')
+    return int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == _QUOTE))
 
 
 def _batch_too_large(n: int, max_batch: int) -> RequestValidationError:
@@ -571,7 +595,7 @@ def _videos_fast(doc: dict[str, Any], raw: bytes) -> ParsedRequest | None:
             return None
     else:
         keys = len(doc) + (len(videos) if batch else 0) + sum(map(len, videos))
-        if raw.count(b'"') != 2 * (keys + sum(map(_string_values, videos))):
+        if _quotes(raw) != 2 * (keys + sum(map(_string_values, videos))):
             return None
     columns = dict(zip(RAW_NUMERIC_FIELDS, C.T, strict=True))
     videos_columns = RawVideos(
@@ -690,11 +714,13 @@ def instances_to_matrix(instances: Sequence[Instance | PredictRequest], model: V
 
 def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
     """The response body for a validated request (single or batch)."""
-    if request.X is not None:
-        X = request.X
-        if not request.batch and not request.explain:      # the commonest request, kept short
-            probabilities, tier, score = model.predict_row(X[0].tolist())
-            return {"score": score, "tier": tier, "probabilities": probabilities, "modelVersion": model.version}
+    row = request.row
+    if row is not None and not request.explain:      # the commonest request, kept short
+        probabilities, tier, score = model.predict_row(row)
+        return {"score": score, "tier": tier, "probabilities": probabilities, "modelVersion": model.version}
+    named = request.feature_matrix()
+    if named is not None:
+        X = named
         ids: Sequence[str | None] = [None] * X.shape[0]
     elif request.videos is not None:
         X = model.featurize(request.videos)
@@ -721,7 +747,7 @@ def predict(request: ParsedRequest, model: ViralityModel) -> dict[str, Any]:
         contributions = np.round(model.contributions(X, out.tiers), 6) + 0.0
         for item, row in zip(predictions, contributions.tolist(), strict=True):
             item["contributions"] = dict(zip(FEATURE_NAMES, row, strict=True))
-    if request.X is None:
+    if named is None:
         for item, video_id in zip(predictions, ids, strict=True):
             if video_id is not None:
                 item["videoId"] = video_id
