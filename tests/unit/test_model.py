@@ -83,6 +83,20 @@ def test_batch_equals_row_by_row(trained, inputs):
         assert one.scores[0] == batch.scores[i]
 
 
+def test_predict_row_gives_the_batch_answer(trained, inputs):
+    # The single-request path (one dot with the intercepts appended, then plain Python) against
+    # the vectorised one: the same rounded probabilities up to one unit of the 6th decimal (the
+    # products are summed in another order), the same tier, the same score up to its last rounding.
+    batch = trained.model.predict(inputs)
+    rounded = np.round(batch.probabilities, 6)
+    for i, x in enumerate(inputs.tolist()):
+        probs, tier, score = trained.model.predict_row(x)
+        np.testing.assert_allclose(probs, rounded[i], rtol=0, atol=1e-6 + 1e-12)
+        assert tier == batch.tiers[i]
+        assert score == pytest.approx(batch.scores[i], abs=0.1 + 1e-9)
+    assert trained.model.predict_row(tuple(inputs[0])) == trained.model.predict_row(inputs[0].tolist())
+
+
 def test_contributions_add_up_to_the_predicted_logit(trained, inputs):
     model = trained.model
     tiers = model.predict(inputs).tiers

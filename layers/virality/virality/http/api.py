@@ -406,6 +406,7 @@ class _NamedBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _named_decoder = msgspec.json.Decoder(_NamedBody)
 _feature_values = operator.attrgetter(*FEATURE_NAMES)
+_features_of = operator.attrgetter("features")
 
 
 def _named_features_fast(raw: bytes, max_batch: int) -> ParsedRequest | None:
@@ -431,24 +432,21 @@ def _named_features_fast(raw: bytes, max_batch: int) -> ParsedRequest | None:
         return None
     explain = body.explain
     keys = explain is not msgspec.UNSET
-    if body.instances is msgspec.UNSET:
-        if body.features is msgspec.UNSET:
+    instances = body.instances
+    if instances is msgspec.UNSET:      # one instance: the commonest request, kept short
+        features = body.features
+        if features is msgspec.UNSET or b"\\" in raw or raw.count(b'"') != 2 * (1 + keys + N_FEATURES):
             return None
-        items, batch = [body.features], False
-    elif body.features is msgspec.UNSET and body.instances:
-        n_batch = len(body.instances)
-        if n_batch > max_batch:
-            raise _batch_too_large(n_batch, max_batch)
-        items, batch = [item.features for item in body.instances], True
-    else:
+        return ParsedRequest(False, explain is True, row=_feature_values(features))
+    if body.features is not msgspec.UNSET or not instances:
         return None
-    n = len(items)
-    if b"\\" in raw or _quotes(raw) != 2 * (1 + keys + n * N_FEATURES + (n if batch else 0)):
+    n = len(instances)
+    if n > max_batch:
+        raise _batch_too_large(n, max_batch)
+    if b"\\" in raw or _quotes(raw) != 2 * (1 + keys + n * (N_FEATURES + 1)):
         return None
-    if not batch:
-        return ParsedRequest(False, explain is True, row=_feature_values(items[0]))
-    X = np.fromiter(itertools.chain.from_iterable(map(_feature_values, items)), dtype=np.float64,
-                    count=n * N_FEATURES).reshape(n, N_FEATURES)
+    X = np.fromiter(itertools.chain.from_iterable(map(_feature_values, map(_features_of, instances))),
+                    dtype=np.float64, count=n * N_FEATURES).reshape(n, N_FEATURES)
     return ParsedRequest(batch=True, explain=explain is True, X=X)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import operator
+from math import exp
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,6 +13,8 @@ import numpy as np
 from virality.artifact import ModelArtifact
 from virality.ml.features import FEATURE_NAMES, Preprocessing, RawVideos, extract_features
 from virality.ml.softmax import predict_proba
+
+_mul = operator.mul
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +51,27 @@ class ViralityModel:
         self.intercept.setflags(write=False)
 
     @cached_property
-    def _row_parts(self) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[float, ...], tuple[float, ...]]:
-        return self.coef.dot, tuple(self.intercept.tolist()), tuple(self.midpoints.tolist())
+    def _row_parts(self) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[float, ...]]:
+        # [coef | intercept], shape (5, 16): one dot with (x, 1) gives the logits, intercepts included
+        augmented = np.hstack([self.coef, self.intercept[:, None]])
+        return augmented.dot, tuple(self.midpoints.tolist())
 
     def predict_row(self, x: Sequence[float]) -> tuple[list[float], int, float]:
         """One input (15 values): ``(probabilities rounded to 6 decimals, tier, score)``.
 
         Same arithmetic and rounding as :meth:`predict` (``rint(v * 10**d) / 10**d``),
-        with one NumPy call (the 5 x 15 product; in Python it costs three times more)
-        and the rest in plain Python: NumPy's per-call overhead dominates for one row.
+        with one NumPy call (the logits, as one product with the intercepts appended:
+        in Python it costs three times more) and the rest in plain Python: NumPy's
+        per-call overhead dominates for one row.
         """
-        dot, intercept, midpoints = self._row_parts
-        logits = [b + z for b, z in zip(intercept, dot(np.array(x, dtype=np.float64)).tolist(), strict=True)]
+        dot, midpoints = self._row_parts
+        logits = dot(np.array((*x, 1.0), dtype=np.float64)).tolist()
         top = max(logits)
-        exps = [math.exp(z - top) for z in logits]
+        exps = [exp(z - top) for z in logits]
         total = sum(exps)
         probs = [e / total for e in exps]
         tier = probs.index(max(probs)) + 1
-        score = min(max(round(sum(map(operator.mul, probs, midpoints)) * 10) / 10, 0.0), 100.0)
+        score = min(max(round(sum(map(_mul, probs, midpoints)) * 10) / 10, 0.0), 100.0)
         return [round(p * 1e6) / 1e6 for p in probs], tier, score
 
     @property
