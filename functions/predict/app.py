@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -238,8 +237,17 @@ if _IN_LAMBDA:
     gc.enable()
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def _request_id(event: Any) -> Any:
+    """``requestContext.requestId`` of an API Gateway event, None when absent (as Powertools' JMESPath query)."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    return context.get("requestId") if isinstance(context, dict) else None
+
+
+@logger.inject_lambda_context
 @metrics.log_metrics(capture_cold_start_metric=True)
 @capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The correlation id that correlation_id_path=API_GATEWAY_REST would set, read with two dict
+    # lookups instead of a JMESPath query: ~10 µs less per request, a tenth of a warm one.
+    logger.set_correlation_id(_request_id(event))
     return app.resolve(event, context)

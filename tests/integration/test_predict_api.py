@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 from typing import Any
 
@@ -105,6 +106,22 @@ def test_api_events_are_api_gateway_rest_proxy_events() -> None:
         assert {"resource", "path", "httpMethod", "headers", "multiValueHeaders", "queryStringParameters",
                 "pathParameters", "stageVariables", "requestContext", "body", "isBase64Encoded"} <= set(event), name
         assert event["requestContext"]["httpMethod"] == event["httpMethod"], name
+
+
+def test_logs_carry_the_api_gateway_request_id_as_correlation_id(invoke: Any, predict_app: Any,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # The handler reads requestContext.requestId itself (not through Powertools' JMESPath query):
+    # the same field, set on every invocation, never left over from the previous one.
+    with caplog.at_level(logging.INFO, logger=predict_app.logger.name):
+        assert_error(post(invoke, {"features": {}}, request_id="req-correlated"), 422)
+    assert predict_app.logger.get_correlation_id() == "req-correlated"
+    lines = [json.loads(predict_app.logger.registered_formatter.format(r)) for r in caplog.records
+             if r.getMessage() == "rejected request"]
+    assert lines and all(line["correlation_id"] == "req-correlated" for line in lines)
+    event = api_event("POST", "/predict", {"features": {name: 0.5 for name in FEATURE_NAMES}})
+    del event["requestContext"]["requestId"]
+    assert invoke(event).status == 200
+    assert predict_app.logger.get_correlation_id() is None
 
 
 @pytest.mark.parametrize("name", API_EVENTS)

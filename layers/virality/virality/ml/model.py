@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import operator
-from math import exp
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from math import exp
 
 import numpy as np
 
