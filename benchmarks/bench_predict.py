@@ -492,8 +492,12 @@ def main() -> None:
         "",
         "Goals of issue #14 (the cold-start goal is in the next section); every peer measured in this run. "
         "Bodies are base64 as in `events/` (`sam local generate-event`), and plain text as the deployed "
-        "REST API sends JSON (template.yaml declares no binary media types): base64 decoding alone "
-        "is a large part of a 1,000-instance request.",
+        "REST API sends JSON (template.yaml declares no binary media types). base64 is decoded by "
+        "pybase64 (SIMD: ~40 µs for a 1,000-instance body, against ~1.1 ms for `binascii`), so both "
+        "encodings now cost the handler about the same; the bare route decodes neither, so the text-body "
+        "ratio divides by a smaller floor. The handler sets the Logger's correlation id from "
+        "`requestContext.requestId` with two dict lookups; the floor keeps Powertools' JMESPath "
+        "`correlation_id_path` (~10 µs per call): the same log field.",
         "",
         goal_table,
         "",

@@ -405,7 +405,8 @@ class _NamedBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _named_decoder = msgspec.json.Decoder(_NamedBody)
-_feature_values = operator.attrgetter(*FEATURE_NAMES)
+# A _Features' values in FEATURE_NAMES order (its field order): one C call, ~2x attrgetter(*FEATURE_NAMES)
+_feature_values = msgspec.structs.astuple
 _features_of = operator.attrgetter("features")
 
 
