@@ -436,7 +436,7 @@ def _named_features_fast(raw: bytes, max_batch: int) -> ParsedRequest | None:
     instances = body.instances
     if instances is msgspec.UNSET:      # one instance: the commonest request, kept short
         features = body.features
-        if features is msgspec.UNSET or b"\\" in raw or raw.count(b'"') != 2 * (1 + keys + N_FEATURES):
+        if features is msgspec.UNSET or b"\\" in raw or _quotes(raw) != 2 * (1 + keys + N_FEATURES):
             return None
         return ParsedRequest(False, explain is True, row=_feature_values(features))
     if body.features is not msgspec.UNSET or not instances:
