@@ -304,12 +304,13 @@ def stage_breakdown(body: dict[str, Any], model: Any, settings: Any, repeats: in
         t1 = clock()
         result = api.predict(parsed, model)
         t2 = clock()
-        # fast path (named features) arrives as a matrix (or, for one instance, a row) already
-        named = parsed.feature_matrix()
-        X = (named if named is not None else model.featurize(parsed.videos) if parsed.videos is not None
-             else api.instances_to_matrix(parsed.instances, model))
+        # fast path (named features) arrives as a matrix already, or for one instance as a row
+        # that api.predict scores with predict_row, building no matrix
+        if parsed.row is None:
+            X = (parsed.X if parsed.X is not None else model.featurize(parsed.videos)
+                 if parsed.videos is not None else api.instances_to_matrix(parsed.instances, model))
         t3 = clock()
-        if parsed.row is not None:      # what api.predict calls for a single named instance
+        if parsed.row is not None:
             model.predict_row(parsed.row)
         else:
             model.predict(X)
