@@ -11,9 +11,8 @@ from __future__ import annotations
 import gc
 import os
 
-# In Lambda, no cyclic garbage collection while this module imports (pydantic, Powertools,
-# NumPy: ~100 collections that find almost nothing, ~10% of the import); frozen and
-# re-enabled at the end of the module.
+# In Lambda, no cyclic garbage collection while this module imports (Powertools, NumPy:
+# collections that find almost nothing); frozen and re-enabled at the end of the module.
 _IN_LAMBDA = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 if _IN_LAMBDA:
     gc.disable()
@@ -21,6 +20,7 @@ if _IN_LAMBDA:
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -32,12 +32,6 @@ from virality.config import PredictSettings
 from virality.errors import RequestValidationError
 from virality.http.api import (
     MAX_NESTING_DEPTH,
-    BatchPredictResponse,
-    ErrorResponse,
-    Health,
-    ModelInfo,
-    PredictRequest,
-    PredictResponse,
     decode_body,
     dumps_response,
     parse_predict_request,
@@ -48,9 +42,12 @@ from virality.http.api import (
 )
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.services.serving import ModelProvider
+from virality.structs import document
 
 if TYPE_CHECKING:  # resolved at runtime only by openapi_schema(), see there
     from aws_lambda_powertools.event_handler.openapi.params import Body
+
+    from virality.http.models import BatchPredictResponse, Health, ModelInfo, PredictRequest, PredictResponse
 
 app = APIGatewayRestResolver(serializer=dumps_response)
 
@@ -71,15 +68,26 @@ def reset() -> None:
     _provider = None
 
 
+#: JSON response contents documented by a model of virality.http.models, with its name. The pydantic
+#: models are the OpenAPI document's only use of pydantic here, so openapi_schema() imports them and
+#: fills in each "model" when it generates the document, and a cold start never imports pydantic.
+_DOCUMENTED: list[tuple[dict[str, Any], str]] = []
+
+
+def _json_body(model: str) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    _DOCUMENTED.append((content, model))
+    return {"application/json": content}
+
+
 _ERRORS: dict[int, Any] = {
     400: {"description": "Malformed body: invalid JSON or base64, duplicated field, nesting deeper than "
-                         f"{MAX_NESTING_DEPTH} levels",
-          "content": {"application/json": {"model": ErrorResponse}}},
-    404: {"description": "Unknown path", "content": {"application/json": {"model": ErrorResponse}}},
-    405: {"description": "Method not allowed on this path", "content": {"application/json": {"model": ErrorResponse}}},
-    413: {"description": "Body or batch too large", "content": {"application/json": {"model": ErrorResponse}}},
+                         f"{MAX_NESTING_DEPTH} levels", "content": _json_body("ErrorResponse")},
+    404: {"description": "Unknown path", "content": _json_body("ErrorResponse")},
+    405: {"description": "Method not allowed on this path", "content": _json_body("ErrorResponse")},
+    413: {"description": "Body or batch too large", "content": _json_body("ErrorResponse")},
     422: {"description": "Invalid request: the details name every offending field",
-          "content": {"application/json": {"model": ErrorResponse}}},
+          "content": _json_body("ErrorResponse")},
 }
 
 
@@ -110,8 +118,8 @@ def predict(request: Annotated[PredictRequest, Body(description="One instance or
     return body  # type: ignore[return-value]
 
 
-@app.get("/model", summary="The loaded model", responses={200: {"description": "Model information", "content": {
-    "application/json": {"model": ModelInfo}}}})
+@app.get("/model", summary="The loaded model", responses={200: {
+    "description": "Model information", "content": _json_body("ModelInfo")}})
 def model_info() -> ModelInfo:
     p = provider()
     loaded = p.get()
@@ -123,20 +131,19 @@ def model_info() -> ModelInfo:
         "trainedAt": a.trainedAt,
         "featureNames": list(a.featureNames),
         "tierMidpoints": list(a.tierMidpoints),
-        "training": a.training.model_dump(mode="json") if a.training else None,
-        "metrics": a.metrics.model_dump(mode="json", by_alias=True) if a.metrics else (
+        "training": msgspec.to_builtins(a.training) if a.training else None,
+        "metrics": msgspec.to_builtins(a.metrics) if a.metrics else (
             {"accuracy": a.accuracy} if a.accuracy is not None else None),
         # the training file's name and sha256, never its bucket (account id) or path
-        "data": public_data_provenance(a.data.model_dump(mode="json")) if a.data else None,
+        "data": public_data_provenance(msgspec.to_builtins(a.data)) if a.data else None,
         "featureSet": a.featureSet or "full",
         # provenance names outcome objects (keys, version ids): kept in the artifact, not shown to API clients
-        "calibration": (a.calibration.model_dump(mode="json", exclude_none=True, exclude={"provenance"})
-                        if a.calibration else None),
+        "calibration": document(a.calibration, exclude=frozenset({"provenance"})) if a.calibration else None,
     }
 
 
 @app.get("/health", summary="Liveness: 200 when a model is loaded", responses={200: {
-    "description": "A model is loaded", "content": {"application/json": {"model": Health}}}})
+    "description": "A model is loaded", "content": _json_body("Health")}})
 def health() -> Health:
     loaded = provider().get()
     metrics.add_metric(name="HealthChecks", unit=MetricUnit.Count, value=1)
@@ -191,11 +198,17 @@ def _internal(exc: Exception) -> Response:
 
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document of these routes, generated from the pydantic models."""
-    # The route annotations name Body; importing it (Powertools' OpenAPI machinery) is a
-    # visible share of the cold start, so it is resolved only here, when the document is generated.
+    # The route annotations name Body and the models; importing them (Powertools' OpenAPI machinery,
+    # pydantic) is a visible share of the cold start, so they are resolved only here, when the
+    # document is generated.
     from aws_lambda_powertools.event_handler.openapi.params import Body
 
-    globals()["Body"] = Body
+    from virality.http import models
+
+    for content, name in _DOCUMENTED:
+        content["model"] = getattr(models, name)
+    globals().update(Body=Body, **{name: getattr(models, name) for name in (
+        "BatchPredictResponse", "Health", "ModelInfo", "PredictRequest", "PredictResponse")})
     return app.get_openapi_schema(
         title="Virality prediction API", version=__version__,
         summary="Predict how viral a TikTok video will be (softmax over 5 tiers, 0-100 score)",

@@ -40,6 +40,7 @@ from virality.services.promotion import FORCE_PROMOTE_METADATA, Candidate, Promo
 from virality.services.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
 from virality.services.training import TrainingConfig
 from virality.store.s3 import ModelRegistry, default_client_factory
+from virality.structs import replace
 
 EXIT_DATA = 1
 #: The lease taken once training is done covers publishing and the gate only.
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace, spark: Any = None, client_factory: Any = defau
         if registry.version_exists(lease.version):
             artifact, _ = registry.load_key(registry.weights_key(lease.version))   # an earlier run's weights
         elif artifact.modelVersion != lease.version:
-            artifact = artifact.model_copy(update={"modelVersion": lease.version})
+            artifact = replace(artifact, modelVersion=lease.version)
         outcome = release(registry, Candidate(artifact, trained.test), policy, force=force)
     except BaseException as exc:
         release_lease(registry, source_id, lease, exc)

@@ -73,6 +73,7 @@ from virality.data.split import Split
 from virality.errors import ConfigurationError, DataValidationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
 from virality.ml.features import (
+    CAP_NAMES,
     N_FEATURES,
     Preprocessing,
     RawColumnsBuilder,
@@ -88,6 +89,7 @@ from virality.ml.softmax import ABSENT_CLASS_LOGIT_GAP, ChunkSums, SoftmaxObject
 from virality.ml.solvers import fit
 from virality.ml.tiering import Tiering, assign_tiers
 from virality.services.training import TrainingConfig, TrainingOutcome, _embed_columns
+from virality.structs import replace
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -416,7 +418,7 @@ def fit_tiering_spark(raw: DataFrame, rule: Tiering | None, method: QuantileMeth
             raise ConfigurationError("tiering method 'thresholds' needs four thresholds")
         return rule
     cuts = _quantiles(raw, [column], list(rule.quantiles), method)[column]
-    return rule.model_copy(update={"thresholds": tuple(float(cast(float, c)) for c in cuts)})
+    return replace(rule, thresholds=tuple(float(cast(float, c)) for c in cuts))
 
 
 def _ratio_batches(batches):
@@ -432,8 +434,7 @@ def fit_preprocessing_spark(train: DataFrame, method: QuantileMethod, quantile: 
     """:func:`virality.ml.features.fit_preprocessing` over every training row."""
     from pyspark.sql import functions as F
 
-    names = list(Preprocessing.model_fields)
-    names.remove("quantile")
+    names = list(CAP_NAMES)
     ratios = train.select(*RAW_SLOTS).mapInPandas(_ratio_batches, ", ".join(f"{n} double" for n in names))
     # fit_preprocessing ignores non-finite ratios; Spark's aggregates ignore nulls (not NaN).
     ratios = ratios.select(*[F.when(F.isnan(n), None).otherwise(F.col(n)).alias(n) for n in names])
@@ -924,7 +925,7 @@ def _train(spark: SparkSession, path: str, config: TrainingConfig, fmt: str, sou
         if config.bootstrap else None
     duration = time.perf_counter() - started
     cluster = ClusterInfo(
-        master=spark.sparkContext.master, sparkVersion=spark.version, executors=_executors(spark),
+        master=str(spark.sparkContext.master), sparkVersion=spark.version, executors=_executors(spark),
         defaultParallelism=spark.sparkContext.defaultParallelism,
         partitions=blocks_df.rdd.getNumPartitions(), passes=passes, warmStartRows=result.warm_start_rows,
         quantiles=method.label, quantileRelativeError=method.relative_error, evaluationRows=int(test.X.shape[0]),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from virality.structs import replace
 from virality_dev.fakeaws import MODEL_BUCKET
 
 
@@ -94,7 +95,7 @@ class Store:
         return ModelRegistry(self.bucket, self.prefix, lambda: self.client)
 
     def artifact(self, version: str, **update: Any) -> Any:
-        return self.base.model_copy(update={"modelVersion": version, **update})
+        return replace(self.base, modelVersion=version, **update)
 
     def publish(self, version: str, **update: Any) -> tuple[str, str]:
         return self.registry.publish(self.artifact(version, **update), f"report of {version}\n")

@@ -26,6 +26,7 @@ from virality.ml.model import ViralityModel
 from virality.services.audit import RECALIBRATION_SEED, judge, read_outcomes
 from virality.services.training import TrainingConfig, train_file
 from virality.store.s3 import AuditStore, Pointer
+from virality.structs import replace
 from virality_dev.events import load_event, s3_put_event
 from virality_dev.fakeaws import DATA_BUCKET, MODEL_BUCKET
 from virality_dev.handlers import load_handler, repo_root
@@ -299,7 +300,7 @@ def test_recalibration_claim_holds_across_models(s3, audit_app, lambda_context, 
     first = run(audit_app, lambda_context, event)
     assert first["recalibration"]["status"] == "published"
     # Another over-confident model is promoted by hand: the same window alarms again, publishes nothing.
-    other = parent.model_copy(update={"modelVersion": "v-overconfident-2"})
+    other = replace(parent, modelVersion="v-overconfident-2")
     publish(s3, other, previous=first["recalibration"]["version"])
     again = run(audit_app, lambda_context, copy.deepcopy(event))
     assert again["modelVersion"] == "v-overconfident-2" and again["decision"]["alarm"] is True

@@ -18,6 +18,7 @@ from tests.integration.helpers import MODEL_BUCKET, version_id
 from tests.integration.test_predict_loading import logged, model_info, predict, start
 from virality.artifact import dump_artifact
 from virality.services.serving import FALLBACK_RETRY_SECONDS
+from virality.structs import replace
 from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -287,7 +288,7 @@ DATA_SOURCE = "s3://virality-data-123456789012-us-east-1/training-data/2026/12/m
 def test_model_info_shows_the_training_file_name_and_sha256_only(
         s3_recorder: Any, store: Any, model_env: Any, invoke: Any, base_artifact: Any) -> None:
     assert base_artifact.data is not None
-    data = base_artifact.data.model_copy(update={"source": DATA_SOURCE})
+    data = replace(base_artifact.data, source=DATA_SOURCE)
     store.promote(V1, data=data)
     model_env()
     info = model_info(invoke)

@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.helpers import MODEL_BUCKET, version_id
 from virality.services.serving import FALLBACK_RETRY_SECONDS
+from virality.structs import replace
 from virality_dev.events import api_event, load_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -85,6 +86,48 @@ def test_importing_the_handler_creates_no_boto_client() -> None:
     assert proc.returncode == 0, proc.stderr
     # ... and, tracing being off outside Lambda, the X-Ray SDK is not paid for either
     assert proc.stdout.strip() == "no-xray"
+
+
+_PYDANTIC_PROBE = """
+import json, sys
+from types import SimpleNamespace
+from virality_dev.handlers import load_handler
+module = load_handler("predict")
+context = SimpleNamespace(function_name="predict", memory_limit_in_mb=128, aws_request_id="r",
+                          invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:predict")
+def call(name, **change):
+    with open(f"events/{name}") as f:
+        event = {**json.load(f), **change}
+    return module.lambda_handler(event, context)["statusCode"]
+seen = [call("predict-single.json"), call("predict-video.json"), call("model-info.json"), call("health.json")]
+seen.append("pydantic" in sys.modules)
+seen.append(call("predict-single.json", body='{"features": {"likeRate": "high"}}', isBase64Encoded=False))
+seen.append("pydantic" in sys.modules)
+print(json.dumps(seen))
+"""
+
+
+def test_a_cold_start_serving_valid_requests_never_imports_pydantic() -> None:
+    # pydantic's import and first model cost ~130 ms of a cold start: the artifact, pointer and settings
+    # are msgspec Structs, and the request models are imported only for a request the fast paths decline.
+    import os
+    import subprocess
+    import sys
+
+    from virality_dev.handlers import repo_root
+
+    ROOT = repo_root()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "virality"), str(ROOT / "src")]),
+           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "Virality"}
+    env.pop("MODEL_BUCKET", None)        # the bundled baseline: loaded and validated like a published artifact
+    proc = subprocess.run([sys.executable, "-c", _PYDANTIC_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    *statuses, before, invalid, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    # a named-features and a raw-video prediction, GET /model and GET /health, all without pydantic...
+    assert statuses == [200, 200, 200, 200] and before is False
+    # ... which the first invalid request imports, to name the offending field
+    assert invalid == 422 and after is True
 
 
 def test_without_model_bucket_no_request_creates_a_client(monkeypatch: pytest.MonkeyPatch, invoke: Any) -> None:
@@ -368,7 +411,7 @@ def test_s3_unreachable_at_cold_start_serves_bundled_then_recovers(
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
         client.create_bucket(Bucket=MODEL_BUCKET)
         registry = ModelRegistry(MODEL_BUCKET, "models/", lambda: client)
-        artifact = base_artifact.model_copy(update={"modelVersion": version_id(7)})
+        artifact = replace(base_artifact, modelVersion=version_id(7))
         key, sha = registry.publish(artifact, "report\n")
         registry.write_pointer(Pointer(version=version_id(7), key=key, sha256=sha), None)
         # ... nothing changes before the fallback retry interval ...

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import version_id
+from virality.structs import replace
 from virality_dev.events import api_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -48,8 +49,8 @@ def test_model_info_of_an_artifact_without_the_new_fields_says_full(store: Any, 
 def test_model_info_does_not_show_where_an_audit_calibration_came_from(store: Any, model_env: Any, invoke: Any,
                                                                        prepublication_artifact: Any) -> None:
     # Given a model recalibrated by the audit, whose calibration names the outcome objects it used
-    calibration = prepublication_artifact.calibration.model_copy(update={
-        "source": "audit", "provenance": {"outcome:outcomes/2026-11/export.csv": "versionId=abc sha256=0f"}})
+    calibration = replace(prepublication_artifact.calibration, source="audit",
+                          provenance={"outcome:outcomes/2026-11/export.csv": "versionId=abc sha256=0f"})
     store.base = prepublication_artifact
     store.promote(version_id(5), calibration=calibration)
     model_env()

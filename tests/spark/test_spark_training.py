@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -80,8 +81,8 @@ def test_fitted_parameters_come_from_the_full_data(spark: Any, csv_path: Path, c
     np.testing.assert_allclose(artifact.tiering.thresholds, np.quantile(everything.views, [0.2, 0.4, 0.6, 0.8]),
                                rtol=1e-12)
     # (Spark interpolates as lo + (hi - lo) * frac, NumPy in another order: equal to the last bits)
-    expected = fit_preprocessing(train).model_dump()
-    assert artifact.preprocessing.model_dump() == pytest.approx(expected, rel=1e-12)
+    expected = msgspec.structs.asdict(fit_preprocessing(train))
+    assert msgspec.structs.asdict(artifact.preprocessing) == pytest.approx(expected, rel=1e-12)
     assert artifact.training.cluster.quantiles == "exact"
     assert artifact.training.cluster.quantileRelativeError == 0.0
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from virality.http.api import PredictRequest, _named_features_fast, instances_to_matrix, parse_predict_request
+from virality.http.api import _named_features_fast, instances_to_matrix, parse_predict_request
+from virality.http.models import PredictRequest
 from virality.ml.features import FEATURE_NAMES
 from virality.services.serving import load_bundled_model
 

@@ -18,12 +18,12 @@ from pydantic import ValidationError
 
 from virality.errors import DataValidationError, RequestValidationError
 from virality.http.api import (
-    PredictRequest,
     _videos_fast,
     instances_to_matrix,
     parse_predict_request,
     predict,
 )
+from virality.http.models import PredictRequest
 from virality.services.serving import load_bundled_model
 from virality_dev.synthetic import sample_records
 

@@ -23,6 +23,7 @@ from virality.errors import ArtifactValidationError
 from virality.ml.features import FEATURE_NAMES, Preprocessing
 from virality.ml.model import ViralityModel
 from virality.ml.softmax import softmax
+from virality.structs import from_builtins, replace
 from virality_dev.testing import raw_videos_from_records
 
 ORIGINAL_FIELDS = ("weights", "biases", "featureNames", "numClasses", "trainedAt", "accuracy", "confusionMatrix")
@@ -56,7 +57,7 @@ def _legacy_doc(trained) -> dict:
 def test_dump_load_dump_is_byte_identical(trained, dumped):
     loaded = load_artifact(dumped)
     assert loaded.checksum == _doc(dumped)["checksum"]
-    assert loaded.model_copy(update={"checksum": None}) == trained.artifact
+    assert replace(loaded, checksum=None) == trained.artifact
     assert dump_artifact(loaded) == dumped
     assert dumped.endswith(b"\n")
 
@@ -95,7 +96,7 @@ def test_new_fields_are_present(trained, dumped, sample_csv_bytes):
     assert d["rows"]["train"] + d["rows"]["test"] == 1500
     assert sum(d["classCounts"]["train"]) == d["rows"]["train"]
     assert sum(d["classCounts"]["test"]) == d["rows"]["test"]
-    assert Preprocessing.model_validate(doc["preprocessing"]) == trained.training_set.preprocessing
+    assert from_builtins(doc["preprocessing"], Preprocessing) == trained.training_set.preprocessing
     assert len(doc["tiering"]["thresholds"]) == 4
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", doc["checksum"])
     assert doc["checksum"] == canonical_checksum(doc)
@@ -112,7 +113,7 @@ def test_checksum_is_over_canonical_json_of_everything_else(dumped):
 
 
 def test_artifact_document_refreshes_the_checksum(trained):
-    stale = trained.artifact.model_copy(update={"checksum": "sha256:" + "0" * 64})
+    stale = replace(trained.artifact, checksum="sha256:" + "0" * 64)
     doc = artifact_document(stale)
     assert doc["checksum"] == canonical_checksum(doc) != "sha256:" + "0" * 64
 
@@ -208,7 +209,7 @@ def test_model_artifact_refuses_non_finite_values_in_python(trained):
     weights = [row[:] for row in trained.artifact.weights]
     weights[4][14] = float("inf")
     with pytest.raises(ValueError, match="finite"):
-        ModelArtifact.model_validate({**trained.artifact.model_dump(), "weights": weights})
+        replace(trained.artifact, weights=weights)
 
 
 # --------------------------------------------------------------------------- the original format
@@ -284,7 +285,7 @@ def test_weights_and_biases_apply_directly_to_the_features(trained, dumped):
 
 def test_raw_video_path_uses_the_stored_caps(trained, dumped, make_record):
     doc = _doc(dumped)
-    prep = Preprocessing.model_validate(doc["preprocessing"])
+    prep = from_builtins(doc["preprocessing"], Preprocessing)
     record = make_record()
     model = ViralityModel(load_artifact(dumped))
     x = model.featurize(raw_videos_from_records([record]))[0]
@@ -302,4 +303,4 @@ def test_model_artifact_defaults_for_minimal_construction(trained):
     assert a.accuracy is None and a.training is None and a.metrics is None
     dumped = dump_artifact(a)
     assert "accuracy" not in json.loads(dumped)        # absent optional fields are omitted, not null
-    assert load_artifact(dumped).model_copy(update={"checksum": None}) == a
+    assert replace(load_artifact(dumped), checksum=None) == a

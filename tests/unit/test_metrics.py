@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -16,6 +17,7 @@ from virality.ml.metrics import (
     log_loss,
     precision_recall_f1,
 )
+from virality.structs import from_builtins
 
 # Hand example over 5 classes (class 4 never occurs, class 3 is never predicted).
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
@@ -130,7 +132,7 @@ def test_evaluate_empty_split_does_not_crash():
 
 def test_report_serialises_with_camel_case_aliases():
     report = evaluate(Y_TRUE, _proba_for(Y_PRED))
-    doc = report.model_dump(mode="json", by_alias=True)
+    doc = msgspec.to_builtins(report)
     assert {"nSamples", "accuracy", "confusionMatrix", "perClass", "macroF1", "logLoss", "ece",
             "majorityBaselineAccuracy"} <= set(doc)
-    assert EvaluationReport.model_validate(doc) == report
+    assert from_builtins(doc, EvaluationReport) == report

@@ -20,6 +20,7 @@ from virality.ml.metrics import (
     maximum_calibration_error,
     reliability_table,
 )
+from virality.structs import from_builtins
 
 
 def _data(n: int = 400, seed: int = 0, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -196,5 +197,5 @@ def test_evaluate_without_resamples_has_no_intervals_and_old_reports_still_parse
     assert evaluate(y, P).intervals is None
     old = {"nSamples": 1, "accuracy": 1.0, "confusionMatrix": [[1]], "perClass": [], "macroF1": 1.0,
            "logLoss": 0.1, "ece": 0.0, "majorityBaselineAccuracy": 1.0}
-    parsed = M.EvaluationReport.model_validate(old)
+    parsed = from_builtins(old, M.EvaluationReport)
     assert parsed.brier is None and parsed.reliability is None and parsed.intervals is None

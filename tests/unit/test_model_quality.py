@@ -25,6 +25,7 @@ from virality.ml.softmax import objective, predict_proba, softmax
 from virality.ml.solvers import fit
 from virality.ml.tiering import assign_tiers, fit_tiering
 from virality.services.training import TrainingConfig, train_file, train_model
+from virality.structs import replace
 from virality_dev.synthetic import sample_csv, sample_jsonl, sample_records
 
 # --------------------------------------------------------------------------- folds
@@ -201,7 +202,7 @@ def test_auto_training_is_deterministic(sample_csv_bytes, trained_auto):
     assert again.artifact.weights == trained_auto.artifact.weights            # float-for-float
     assert again.artifact.biases == trained_auto.artifact.biases
     a, b = again.artifact.training.l2Search, trained_auto.artifact.training.l2Search
-    assert a.model_copy(update={"durationSeconds": None}) == b.model_copy(update={"durationSeconds": None})
+    assert replace(a, durationSeconds=None) == replace(b, durationSeconds=None)
     assert again.artifact.calibration.temperature == trained_auto.artifact.calibration.temperature
     assert again.artifact.metrics.testIntervals == trained_auto.artifact.metrics.testIntervals
 

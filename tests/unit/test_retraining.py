@@ -21,6 +21,7 @@ from virality.services.promotion import Candidate, PromotionPolicy, release
 from virality.services.retraining import RetrainSummary, retrain
 from virality.store.base import Pointer
 from virality.store.s3 import SourceObject
+from virality.structs import replace
 from virality_dev.memstore import MemoryStore
 from virality_dev.synthetic import sample_csv
 
@@ -206,7 +207,7 @@ def test_a_pointer_moved_between_decision_and_write_is_decided_again(store: Memo
         if op == "write" and key.endswith("/decision-0.json") and not moved:
             moved.append(key)
             artifact, _ = store.load_key(store.weights_key(champion.version or ""))
-            key_, sha = store.publish(artifact.model_copy(update={"modelVersion": interloper}), "interloper")
+            key_, sha = store.publish(replace(artifact, modelVersion=interloper), "interloper")
             state = store.read_pointer()
             assert state is not None
             store.write_pointer(Pointer(version=interloper, key=key_, sha256=sha, previous=state.pointer.version,

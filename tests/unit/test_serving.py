@@ -18,6 +18,7 @@ from virality.config import PredictSettings
 from virality.services.serving import FALLBACK_RETRY_SECONDS, ModelProvider
 from virality.services.training import train_file
 from virality.store.base import Pointer
+from virality.structs import replace
 from virality_dev.memstore import MemoryStore, client_error
 from virality_dev.synthetic import sample_csv
 
@@ -53,7 +54,7 @@ def _settings(**values: Any) -> PredictSettings:
 
 
 def _publish(store: MemoryStore, base: ModelArtifact, version: str) -> tuple[str, str]:
-    return store.publish(base.model_copy(update={"modelVersion": version}), f"report of {version}")
+    return store.publish(replace(base, modelVersion=version), f"report of {version}")
 
 
 def _point(store: MemoryStore, version: str, key: str, sha256: str | None) -> str:
@@ -175,7 +176,7 @@ def test_an_inconsistent_pointer_or_artifact_is_refused_and_not_reread(store: Me
     elif case == "traversal-version":
         _point(store, "../v1", key, sha)
     elif case == "artifact-names-another-version":
-        body = dump_artifact(base.model_copy(update={"modelVersion": "v-other"}))
+        body = dump_artifact(replace(base, modelVersion="v-other"))
         store.put_raw("models/v3/ml-weights.json", body)
         _point(store, "v3", "models/v3/ml-weights.json", hashlib.sha256(body).hexdigest())
     elif case == "sha256-mismatch":
@@ -217,7 +218,7 @@ def test_a_pinned_version_ignores_the_pointer(store: MemoryStore, base: ModelArt
 
 def test_a_pinned_version_whose_artifact_names_another_is_refused(store: MemoryStore, base: ModelArtifact,
                                                                   clock: Clock) -> None:
-    store.put_raw("models/v1/ml-weights.json", dump_artifact(base.model_copy(update={"modelVersion": "v2"})))
+    store.put_raw("models/v1/ml-weights.json", dump_artifact(replace(base, modelVersion="v2")))
     loaded = ModelProvider(_settings(model_version="v1"), store, clock).get()
     assert loaded.source == "bundled" and loaded.load_error == "InvalidArtifact"
 

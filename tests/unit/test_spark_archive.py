@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,7 +54,7 @@ def _build_script() -> Any:
 
 
 #: What the entry point and the Spark trainer import at module level (the -S runs below fail without one).
-IMPORTED_AT_START = ("annotated-types", "jiter", "numpy", "pydantic", "pydantic-core", "typing-extensions",
+IMPORTED_AT_START = ("annotated-types", "jiter", "msgspec", "numpy", "pydantic", "pydantic-core", "typing-extensions",
                      "typing-inspection")
 
 
@@ -171,7 +173,7 @@ def test_routing_and_template_name_the_archives_make_builds() -> None:
         f"spark.executorEnv.PYSPARK_PYTHON={EMR_PYTHON}",
     ]
     # no alias given: the default one, which PYTHONPATH then names
-    bare = SparkSettings.from_env({**{k.upper(): v for k, v in settings.model_dump().items() if isinstance(v, str)},
+    bare = SparkSettings.from_env({**{k.upper(): v for k, v in msgspec.structs.asdict(settings).items() if isinstance(v, str)},
                                    "SPARK_ARCHIVES": f"s3://data/emr/code/{DEPS_ARCHIVE}"})
     bare_params = job_request("data", "k", None, "data/k#e", bare)["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
     assert f"spark.archives=s3://data/emr/code/{DEPS_ARCHIVE}#{DEPS_ALIAS} " in bare_params

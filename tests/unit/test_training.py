@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import msgspec
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from virality.ml.metrics import evaluate
 from virality.ml.softmax import class_weights, loss_gradient, objective
 from virality.ml.solvers import fit
 from virality.services.training import TrainingConfig, evaluate_on, format_report, train_file, train_model
+from virality.structs import replace
 from virality_dev.synthetic import sample_csv
 
 
@@ -69,7 +69,7 @@ def test_report_is_readable(trained):
 
 
 def test_report_of_an_original_format_artifact_shows_accuracy(trained):
-    legacy = trained.artifact.model_copy(update={"metrics": None, "training": None, "data": None})
+    legacy = replace(trained.artifact, metrics=None, training=None, data=None)
     text = format_report(legacy)
     assert f"test accuracy   {trained.artifact.accuracy:.4f}" in text
     assert "confusion matrix" not in text
@@ -151,7 +151,7 @@ def test_config_is_recorded(sample_csv_bytes):
     assert (t.l2, t.seed, t.testFraction, t.tol) == (0.01, 5, 0.25, 1e-9)
     assert t.gradientNorm <= 1e-9
     assert a.data.rows.test == pytest.approx(0.25 * 1500, abs=3)
-    assert json.loads(a.model_dump_json())["training"]["l2"] == 0.01
+    assert msgspec.to_builtins(a)["training"]["l2"] == 0.01
 
 
 @pytest.mark.parametrize("kwargs", [

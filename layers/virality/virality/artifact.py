@@ -1,4 +1,4 @@
-"""The model artifact ``ml-weights.json``: pydantic schema, checksum, load/dump.
+"""The model artifact ``ml-weights.json``: schema (msgspec Structs), checksum, load/dump.
 
 The artifact keeps every field of the original TypeScript file (``weights``
 5x15, ``biases`` 5, ``featureNames``, ``numClasses``, ``trainedAt``,
@@ -17,21 +17,23 @@ import json
 import math
 import secrets
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import msgspec
+from msgspec import Meta
 
 from virality import NUM_CLASSES, TIER_MIDPOINTS
 from virality.errors import ArtifactValidationError
-from virality.ml.features import FEATURE_NAMES, N_FEATURES, Preprocessing
+from virality.ml.features import FEATURE_NAMES, N_FEATURES, FeatureSet, Preprocessing
 from virality.ml.metrics import EvaluationReport, Interval
 from virality.ml.tiering import Tiering
 from virality.safejson import NestingTooDeepError, check_depth
+from virality.structs import Record, checked, document, field_names, from_builtins
 
 SCHEMA_VERSION = 2
 
 #: Deepest nesting an artifact may have (a valid one nests 5 levels: metrics.test.confusionMatrix
-#: rows); far below the interpreter's recursion limit, which pydantic and json would otherwise hit.
+#: rows); far below the interpreter's recursion limit, which json would otherwise hit.
 MAX_ARTIFACT_DEPTH = 64
 
 #: Largest |weight| or |bias| accepted. With x in [0, 1]^15 every logit then lies within
@@ -41,48 +43,52 @@ MAX_ARTIFACT_DEPTH = 64
 MAX_ABS_PARAMETER = 1e6
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+def _d(text: str) -> Meta:
+    return Meta(description=text)
 
 
-class L2Search(_Model):
+class L2Search(Record, frozen=True, kw_only=True):
     """Cross-validated choice of ``lambda`` (``--l2 auto``)."""
 
-    grid: list[float] = Field(description="lambda values tried, increasing")
-    meanLogLoss: list[float] = Field(description="mean held-out log-loss over the folds, per grid value")
-    stdLogLoss: list[float] = Field(description="standard deviation over the folds, per grid value")
-    chosen: float = Field(description="the grid value with the lowest mean held-out log-loss")
-    folds: int = Field(description="number of stratified folds")
-    seed: int = Field(description="seed of the fold assignment")
-    scoring: str = Field("logLoss", description="the criterion minimised")
+    grid: Annotated[list[float], _d("lambda values tried, increasing")]
+    meanLogLoss: Annotated[list[float], _d("mean held-out log-loss over the folds, per grid value")]
+    stdLogLoss: Annotated[list[float], _d("standard deviation over the folds, per grid value")]
+    chosen: Annotated[float, _d("the grid value with the lowest mean held-out log-loss")]
+    folds: Annotated[int, _d("number of stratified folds")]
+    seed: Annotated[int, _d("seed of the fold assignment")]
+    scoring: Annotated[str, _d("the criterion minimised")] = "logLoss"
     durationSeconds: float | None = None
-    sampleRows: int | None = Field(
-        None, description="training rows the search ran on when it ran on a subsample (Spark engine: a strided "
-                          "driver-side sample of the training split; NumPy engine: a strided sample above "
-                          "TrainingConfig.search_rows); None: the whole training split")
+    sampleRows: Annotated[int | None, _d(
+        "training rows the search ran on when it ran on a subsample (Spark engine: a strided "
+        "driver-side sample of the training split; NumPy engine: a strided sample above "
+        "TrainingConfig.search_rows); None: the whole training split")] = None
 
 
-class CalibrationInfo(_Model):
+class CalibrationInfo(Record, frozen=True, kw_only=True):
     """Post-hoc calibration folded into the published weights.
 
     For ``method == "temperature"`` the published ``weights``/``biases`` are the
     raw optimum divided by ``temperature``; ``logits = W x + b`` still holds.
     """
 
-    method: Literal["temperature", "none"] = Field(description="temperature scaling, or none")
-    temperature: float = Field(1.0, gt=0, description="T; the published logits are the raw logits / T")
-    source: str = Field(description='where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')
-    nSamples: int | None = Field(None, description="rows T was fitted on")
-    eceBefore: float | None = Field(None, description="ECE (10 bins) of the raw logits on those rows")
-    eceAfter: float | None = Field(None, description="ECE (10 bins) after dividing by T")
+    method: Annotated[Literal["temperature", "none"], _d("temperature scaling, or none")]
+    temperature: Annotated[float, _d("T; the published logits are the raw logits / T")] = 1.0
+    source: Annotated[str, _d('where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')]
+    nSamples: Annotated[int | None, _d("rows T was fitted on")] = None
+    eceBefore: Annotated[float | None, _d("ECE (10 bins) of the raw logits on those rows")] = None
+    eceAfter: Annotated[float | None, _d("ECE (10 bins) after dividing by T")] = None
     logLossBefore: float | None = None
     logLossAfter: float | None = None
-    fittedAt: str | None = Field(None, description="UTC ISO time T was fitted")
-    provenance: dict[str, str] | None = Field(
-        None, description="free-form origin of the calibration data (e.g. bucket/key, sha256, window)")
+    fittedAt: Annotated[str | None, _d("UTC ISO time T was fitted")] = None
+    provenance: Annotated[dict[str, str] | None, _d(
+        "free-form origin of the calibration data (e.g. bucket/key, sha256, window)")] = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:        # also refuses NaN
+            raise ValueError("calibration.temperature must be > 0")
 
 
-class ClusterInfo(_Model):
+class ClusterInfo(Record, frozen=True, kw_only=True):
     """Where a Spark training ran and what it cost (``training.cluster``; engine ``spark`` only)."""
 
     master: str
@@ -90,17 +96,17 @@ class ClusterInfo(_Model):
     executors: int
     defaultParallelism: int
     partitions: int
-    passes: int = Field(description="full passes over the cached training blocks")
-    warmStartRows: int = Field(0, description="rows of the driver-side warm start (0: none)")
-    quantiles: str = Field(description="exact | approximate (tier cut points and caps)")
+    passes: Annotated[int, _d("full passes over the cached training blocks")]
+    warmStartRows: Annotated[int, _d("rows of the driver-side warm start (0: none)")] = 0
+    quantiles: Annotated[str, _d("exact | approximate (tier cut points and caps)")]
     quantileRelativeError: float = 0.0
-    evaluationRows: int = Field(description="test rows evaluated (a hash sample beyond a limit)")
+    evaluationRows: Annotated[int, _d("test rows evaluated (a hash sample beyond a limit)")]
     split: str
 
 
-class TrainingInfo(_Model):
+class TrainingInfo(Record, frozen=True, kw_only=True):
     optimizer: str
-    l2: float = Field(description="lambda of (lambda/2)*||W||^2")
+    l2: Annotated[float, _d("lambda of (lambda/2)*||W||^2")]
     classWeight: str = "none"
     iterations: int
     finalObjective: float
@@ -110,63 +116,62 @@ class TrainingInfo(_Model):
     seed: int
     testFraction: float | None = None
     durationSeconds: float
-    l2Search: L2Search | None = Field(None, description="present when l2 was chosen by cross-validation")
-    engine: str | None = Field(None, description="spark when trained on Spark; absent: the NumPy trainer")
+    l2Search: Annotated[L2Search | None, _d("present when l2 was chosen by cross-validation")] = None
+    engine: Annotated[str | None, _d("spark when trained on Spark; absent: the NumPy trainer")] = None
     cluster: ClusterInfo | None = None
 
 
-class SplitRows(_Model):
+class SplitRows(Record, frozen=True, kw_only=True):
     train: int
     test: int
 
 
-class ClassCounts(_Model):
+class ClassCounts(Record, frozen=True, kw_only=True):
     train: list[int]
     test: list[int]
 
 
-class DataProvenance(_Model):
+class DataProvenance(Record, frozen=True, kw_only=True):
     source: str
     sha256: str
     format: str
     rows: SplitRows
     classCounts: ClassCounts
-    labelColumn: str | None = Field(None, description='column the tiers came from: "views" or "labelViews"')
+    labelColumn: Annotated[str | None, _d('column the tiers came from: "views" or "labelViews"')] = None
 
 
-class Metrics(_Model):
+class Metrics(Record, frozen=True, kw_only=True):
     test: EvaluationReport
     trainAccuracy: float
-    testIntervals: dict[str, Interval] | None = Field(
-        None, description="seeded bootstrap 95% intervals of the test metrics (accuracy, macroF1, logLoss, ece)")
+    testIntervals: Annotated[dict[str, Interval] | None, _d(
+        "seeded bootstrap 95% intervals of the test metrics (accuracy, macroF1, logLoss, ece)")] = None
 
 
-class ModelArtifact(_Model):
+class ModelArtifact(Record, frozen=True, kw_only=True):
     """Schema of ``ml-weights.json`` (both the original and schema version 2)."""
 
-    schemaVersion: int | None = Field(None, description="2 for this format; absent in the original format")
-    modelVersion: str = Field(description="Version id, e.g. v20261129T101500123456Z-1a2b3c4d")
+    schemaVersion: Annotated[int | None, _d("2 for this format; absent in the original format")] = None
+    modelVersion: Annotated[str, _d("Version id, e.g. v20261129T101500123456Z-1a2b3c4d")]
     featureNames: list[str]
     numClasses: int = NUM_CLASSES
-    weights: list[list[float]] = Field(description="numClasses x 15; logits = W x + b")
+    weights: Annotated[list[list[float]], _d("numClasses x 15; logits = W x + b")]
     biases: list[float]
-    tierMidpoints: list[float] = Field(default_factory=lambda: list(TIER_MIDPOINTS))
+    tierMidpoints: list[float] = msgspec.field(default_factory=lambda: list(TIER_MIDPOINTS))
     trainedAt: str
-    accuracy: float | None = Field(None, description="test accuracy")
+    accuracy: Annotated[float | None, _d("test accuracy")] = None
     confusionMatrix: list[list[int]] | None = None
     training: TrainingInfo | None = None
     metrics: Metrics | None = None
     data: DataProvenance | None = None
     preprocessing: Preprocessing | None = None
     tiering: Tiering | None = None
-    featureSet: Literal["full", "prepublication"] | None = Field(
-        None, description='features the model uses; "prepublication" holds post-publication ones at their '
-                          'defaults (absent = "full")')
+    featureSet: Annotated[FeatureSet | None, _d(
+        'features the model uses; "prepublication" holds post-publication ones at their '
+        'defaults (absent = "full")')] = None
     calibration: CalibrationInfo | None = None
     checksum: str | None = None
 
-    @model_validator(mode="after")
-    def _shapes(self) -> ModelArtifact:
+    def __post_init__(self) -> None:
         if self.numClasses != NUM_CLASSES:
             raise ValueError(f"numClasses must be {NUM_CLASSES}, got {self.numClasses}")
         if list(self.featureNames) != list(FEATURE_NAMES):
@@ -184,7 +189,6 @@ class ModelArtifact(_Model):
         mids = self.tierMidpoints
         if len(mids) != NUM_CLASSES or not all(0 <= m <= 100 for m in mids) or sorted(mids) != list(mids):
             raise ValueError("tierMidpoints must be 5 increasing values in [0, 100]")
-        return self
 
     @property
     def source_kind(self) -> str:
@@ -202,14 +206,6 @@ def new_version_id(now: datetime | None = None) -> str:
     """A version id that sorts in creation order: ``vYYYYmmddTHHMMSSffffffZ-<8 hex>``."""
     now = now or datetime.now(UTC)
     return f"v{now.astimezone(UTC):%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
-
-
-def _error_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "artifact"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def _reject_constant(name: str) -> None:
@@ -242,7 +238,7 @@ def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> Mode
         # The original file: no version or midpoints; name it by its content.
         raw = data.encode() if isinstance(data, str) else data
         doc = {"modelVersion": "legacy-" + hashlib.sha256(raw).hexdigest()[:12], **doc}
-        known = set(ModelArtifact.model_fields)
+        known = set(field_names(ModelArtifact))
         doc = {k: v for k, v in doc.items() if k in known}
     elif doc.get("schemaVersion") != SCHEMA_VERSION:
         raise ArtifactValidationError(f"{source}: unsupported schemaVersion {doc.get('schemaVersion')!r}")
@@ -257,15 +253,18 @@ def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> Mode
         if actual != expected:
             raise ArtifactValidationError(f"{source}: checksum mismatch (corrupt or modified file)")
     try:
-        return ModelArtifact.model_validate(doc)
-    except ValidationError as exc:
-        raise ArtifactValidationError(f"{source}: {_error_text(exc)}") from None
+        return from_builtins(doc, ModelArtifact)
+    except msgspec.ValidationError as exc:
+        raise ArtifactValidationError(f"{source}: {exc}") from None
 
 
 def artifact_document(artifact: ModelArtifact) -> dict[str, Any]:
     """The JSON document of ``artifact`` with a fresh checksum."""
-    doc = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc.pop("checksum", None)
+    try:
+        artifact = checked(artifact)    # built in code, so its types were never checked
+    except msgspec.ValidationError as exc:
+        raise ArtifactValidationError(f"artifact {artifact.modelVersion}: {exc}") from None
+    doc = document(artifact, exclude=frozenset({"checksum"}))
     doc["checksum"] = canonical_checksum(doc)
     return doc
 
@@ -281,7 +280,7 @@ def utc_now_iso() -> str:
 
 def trained_artifact(*, coef: Any, intercept: Any, report: EvaluationReport, training: TrainingInfo,
                      metrics: Metrics, data: DataProvenance, preprocessing: Preprocessing | None,
-                     tiering: Tiering | None, feature_set: str, calibration: CalibrationInfo | None,
+                     tiering: Tiering | None, feature_set: FeatureSet, calibration: CalibrationInfo | None,
                      model_version: str | None = None) -> ModelArtifact:
     """The artifact of a training run, whatever the engine (NumPy or Spark) that fitted it.
 

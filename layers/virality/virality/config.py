@@ -9,50 +9,60 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import msgspec
 
 from virality.errors import ConfigurationError
+from virality.ml.features import FeatureSet
 from virality.ml.softmax import Optimizer
 
 #: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
 OUTCOMES_PREFIX = "outcomes/"
 
 
-class _EnvSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+class _EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
+    #: Fields holding a key prefix, normalised by :func:`_prefix` (``"/models"`` -> ``"models/"``).
+    _PREFIXES: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for name in self._PREFIXES:
+            msgspec.structs.force_setattr(self, name, _prefix(getattr(self, name)))
 
     @classmethod
     def env_names(cls) -> list[str]:
         """Environment variable names this model reads."""
-        return [name.upper() for name in cls.model_fields]
+        return [name.upper() for name in cls.__struct_fields__]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         """Build the settings from ``environ`` (default: ``os.environ``).
 
         Empty strings count as unset, so a template can pass ``""`` for an
-        optional value.
+        optional value. Numbers and booleans (``true``/``false``/``1``/``0``) are
+        read from their text.
 
         Raises
         ------
         ConfigurationError
-            When a variable is present but invalid.
+            When a variable is present but invalid, naming it.
         """
         env = os.environ if environ is None else environ
         values = {
             name: env[name.upper()]
-            for name in cls.model_fields
+            for name in cls.__struct_fields__
             if env.get(name.upper(), "") != ""
         }
         try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigurationError(f"invalid environment: {problems}") from None
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigurationError(f"invalid environment: {_env_problem(exc)}") from None
+
+
+def _env_problem(exc: msgspec.ValidationError) -> str:
+    # msgspec ends a field's error with " - at `$.<field>`"; __post_init__ errors name the variable themselves.
+    message, at, path = str(exc).rpartition(" - at `$.")
+    return f"{path.rstrip('`').upper()}: {message}" if at else str(exc)
 
 
 def _prefix(value: str) -> str:
@@ -60,75 +70,76 @@ def _prefix(value: str) -> str:
     return value if value.endswith("/") or value == "" else value + "/"
 
 
-class PredictSettings(_EnvSettings):
+def _d(text: str, **bounds: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=text, **bounds)
+
+
+class PredictSettings(_EnvSettings, frozen=True, kw_only=True):
     """Configuration of the predict function."""
 
-    model_bucket: str | None = Field(None, description="Bucket holding the model artifacts and pointer.")
-    model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
-    model_version: str | None = Field(None, description="Pin this version instead of following the pointer.")
-    model_refresh_seconds: float = Field(0.0, ge=0, description="Warm containers re-check the pointer this often; 0 = never.")
-    max_batch: int = Field(1000, ge=1, le=100_000, description="Largest number of instances in one request.")
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (decoded).")
+    _PREFIXES = ("model_prefix",)
 
-    _norm_prefix = field_validator("model_prefix")(_prefix)
+    model_bucket: Annotated[str | None, _d("Bucket holding the model artifacts and pointer.")] = None
+    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
+    model_version: Annotated[str | None, _d("Pin this version instead of following the pointer.")] = None
+    model_refresh_seconds: Annotated[float, _d(
+        "Warm containers re-check the pointer this often; 0 = never.", ge=0)] = 0.0
+    max_batch: Annotated[int, _d("Largest number of instances in one request.", ge=1, le=100_000)] = 1000
+    max_body_bytes: Annotated[int, _d("Largest accepted request body (decoded).", ge=1024)] = 1_048_576
 
 
-class RetrainSettings(_EnvSettings):
+class RetrainSettings(_EnvSettings, frozen=True, kw_only=True):
     """Configuration of the retrain function."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)   # not built in the predict function
+    _PREFIXES = ("model_prefix", "training_prefix")
 
-    model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's bucket).")
-    model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
-    data_bucket: str | None = Field(None, description="Only events from this bucket are trained on (unset: any).")
-    training_prefix: str = Field("training-data/", description="Only keys under this prefix are trained on.")
-    max_training_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse training objects larger than this.")
-    train_optimizer: Optimizer = Field("newton", description="Optimizer: newton (optimum) or gd (seed-faithful).")
-    train_l2: float | Literal["auto"] = Field(
-        "auto", description="L2 strength lambda, or auto (cross-validated; newton only). gd uses 0.001 for auto.")
-    train_class_weight: Literal["none", "balanced"] = Field("none", description="Class weighting of the loss.")
-    train_calibration: Literal["temperature", "none"] | None = Field(
-        None, description="temperature (default for newton) or none (default for gd, which stays seed-faithful).")
-    train_feature_set: Literal["full", "prepublication"] = Field(
-        "full", description="full, or prepublication (only what is known before posting).")
-    promotion_f1_tolerance: float = Field(0.03, ge=0, description="New model may lose at most this much macro-F1.")
-    promotion_logloss_tolerance: float = Field(0.05, ge=0, description="New model may gain at most this much log-loss.")
-    promotion_max_sharp_disagreement: float = Field(
-        0.25, ge=0, le=1, description="Largest share of the champion's reference holdout on which the new model's "
-                                      "tier may differ from the champion's by 2 or more.")
+    model_bucket: Annotated[str | None, _d("Bucket the models are written to (default: the event's bucket).")] = None
+    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
+    data_bucket: Annotated[str | None, _d("Only events from this bucket are trained on (unset: any).")] = None
+    training_prefix: Annotated[str, _d("Only keys under this prefix are trained on.")] = "training-data/"
+    max_training_bytes: Annotated[int, _d("Refuse training objects larger than this.", ge=1)] = 512 * 1024 * 1024
+    train_optimizer: Annotated[Optimizer, _d("Optimizer: newton (optimum) or gd (seed-faithful).")] = "newton"
+    train_l2: Annotated[float | Literal["auto"], _d(
+        "L2 strength lambda, or auto (cross-validated; newton only). gd uses 0.001 for auto.")] = "auto"
+    train_class_weight: Annotated[Literal["none", "balanced"], _d("Class weighting of the loss.")] = "none"
+    train_calibration: Annotated[Literal["temperature", "none"] | None, _d(
+        "temperature (default for newton) or none (default for gd, which stays seed-faithful).")] = None
+    train_feature_set: Annotated[FeatureSet, _d(
+        "full, or prepublication (only what is known before posting).")] = "full"
+    promotion_f1_tolerance: Annotated[float, _d("New model may lose at most this much macro-F1.", ge=0)] = 0.03
+    promotion_logloss_tolerance: Annotated[float, _d("New model may gain at most this much log-loss.", ge=0)] = 0.05
+    promotion_max_sharp_disagreement: Annotated[float, _d(
+        "Largest share of the champion's reference holdout on which the new model's "
+        "tier may differ from the champion's by 2 or more.", ge=0, le=1)] = 0.25
 
-    _norm_prefixes = field_validator("model_prefix", "training_prefix")(_prefix)
-
-    @field_validator("train_l2")
-    @classmethod
-    def _l2(cls, v: float | str) -> float | str:
-        if isinstance(v, float) and not v >= 0:
-            raise ValueError("must be a number >= 0 or auto")
-        return v
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.train_l2, float) and not self.train_l2 >= 0:     # also refuses NaN
+            raise ValueError("TRAIN_L2: must be a number >= 0 or auto")
 
     def training_l2(self) -> float | str | None:
         """``train_l2`` for :class:`virality.services.training.TrainingConfig`: auto means the optimizer's default."""
         return None if self.train_l2 == "auto" and self.train_optimizer == "gd" else self.train_l2
 
-class AuditSettings(_EnvSettings):
+
+class AuditSettings(_EnvSettings, frozen=True, kw_only=True):
     """Configuration of the calibration-audit function."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)   # not built in the predict function
+    _PREFIXES = ("model_prefix", "outcomes_prefix")
 
-    model_bucket: str | None = Field(None, description="Bucket holding the model artifacts, pointer and audit reports.")
-    model_prefix: str = Field("models/", description="Key prefix of model versions, latest.json and audits/.")
-    data_bucket: str | None = Field(None, description="Bucket the labelled outcomes are uploaded to.")
-    outcomes_prefix: str = Field(OUTCOMES_PREFIX, description="Only keys under this prefix are read as outcomes.")
-    audit_window_days: float = Field(7.0, gt=0, description="Audit the outcome objects that arrived in the last N days.")
-    audit_min_rows: int = Field(200, ge=1, description="Below this many outcome rows the audit reports insufficient data.")
-    calibration_ece_threshold: float = Field(0.15, gt=0, lt=1, description="ECE above this is a calibration alarm.")
-    auto_recalibrate: bool = Field(False, description="Fit and publish a temperature-scaled version when the ECE alarms.")
-    audit_bootstrap_resamples: int = Field(1000, ge=10, description="Bootstrap resamples of the ECE interval.")
-    max_outcome_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Skip outcome objects larger than this.")
-    promotion_f1_tolerance: float = Field(0.03, ge=0, description="Recalibrated model may lose at most this much macro-F1.")
-    promotion_logloss_tolerance: float = Field(0.05, ge=0, description="Recalibrated model may gain at most this much log-loss.")
-
-    _norm_prefixes = field_validator("model_prefix", "outcomes_prefix")(_prefix)
+    model_bucket: Annotated[str | None, _d("Bucket holding the model artifacts, pointer and audit reports.")] = None
+    model_prefix: Annotated[str, _d("Key prefix of model versions, latest.json and audits/.")] = "models/"
+    data_bucket: Annotated[str | None, _d("Bucket the labelled outcomes are uploaded to.")] = None
+    outcomes_prefix: Annotated[str, _d("Only keys under this prefix are read as outcomes.")] = OUTCOMES_PREFIX
+    audit_window_days: Annotated[float, _d("Audit the outcome objects that arrived in the last N days.", gt=0)] = 7.0
+    audit_min_rows: Annotated[int, _d("Below this many outcome rows the audit reports insufficient data.", ge=1)] = 200
+    calibration_ece_threshold: Annotated[float, _d("ECE above this is a calibration alarm.", gt=0, lt=1)] = 0.15
+    auto_recalibrate: Annotated[bool, _d("Fit and publish a temperature-scaled version when the ECE alarms.")] = False
+    audit_bootstrap_resamples: Annotated[int, _d("Bootstrap resamples of the ECE interval.", ge=10)] = 1000
+    max_outcome_bytes: Annotated[int, _d("Skip outcome objects larger than this.", ge=1)] = 256 * 1024 * 1024
+    promotion_f1_tolerance: Annotated[float, _d("Recalibrated model may lose at most this much macro-F1.", ge=0)] = 0.03
+    promotion_logloss_tolerance: Annotated[float, _d(
+        "Recalibrated model may gain at most this much log-loss.", ge=0)] = 0.05
 
 
 def l2_value(text: str) -> float | str:

@@ -1,10 +1,13 @@
-"""The predict API's request/response models and the request -> prediction path.
+"""The predict API's request -> prediction path.
 
 Used by the predict Lambda (``functions/predict/app.py``), the local HTTP
 server and the CLI, so every entry point validates and predicts the same way.
-Requests are validated with pydantic in strict mode: strings where numbers
-belong, booleans as numbers, NaN/Infinity, unknown and duplicated fields are
-all rejected with the offending field named (``instances[3].features.likeRate``).
+Requests are validated as the pydantic models of :mod:`virality.http.models`
+define them, in strict mode: strings where numbers belong, booleans as numbers,
+NaN/Infinity, unknown and duplicated fields are all rejected with the offending
+field named (``instances[3].features.likeRate``). Bodies of only named features or
+only raw videos take typed fast paths that accept exactly what those models
+accept; anything else, and every error, is decided by the models themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,22 +27,10 @@ import msgspec
 import numpy as np
 import orjson
 import pybase64
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationError,
-    create_model,
-    model_validator,
-)
 
-from virality import NUM_CLASSES
 from virality.errors import RequestValidationError
 from virality.ml.features import (
     FEATURE_NAMES,
-    FEATURES,
     N_FEATURES,
     RAW_NUMERIC_FIELDS,
     RawColumnsBuilder,
@@ -50,189 +41,13 @@ from virality.ml.features import (
 from virality.ml.model import ViralityModel
 from virality.safejson import NestingTooDeepError, check_depth
 
+if TYPE_CHECKING:
+    from virality.http.models import Instance, PredictRequest
+
 #: Deepest nesting a request body may have. A valid request nests at most 4 levels
 #: (``{"instances": [{"video": {...}}]}``); this limit is far below the recursion limit
 #: of the Lambda Python runtime (1,000), so nothing that walks an accepted body can overflow.
 MAX_NESTING_DEPTH = 32
-
-# defer_build: request models are built on first use; a cold start answering named
-# features (the fast path) never needs them.
-_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
-
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-Count = Annotated[float, Field(ge=0.0)]
-Score10 = Annotated[float, Field(ge=0.0, le=10.0)]
-
-NamedFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "NamedFeatures",
-    __config__=_STRICT,
-    __doc__="The 15 model features, each a finite number in [0, 1] (all required).",
-    **{f.name: (Unit, Field(description=f.description)) for f in FEATURES},
-)
-
-
-def _check_posted_at(value: Any) -> Any:
-    # Runs before the str|number union so an error names the field once, not once per union member.
-    # Only ValueError becomes a 422 in a pydantic validator: anything else here would be a 500.
-    try:
-        parse_posted_at(value)
-    except (OverflowError, OSError) as exc:
-        raise ValueError(f"epoch seconds out of range ({type(exc).__name__})") from None
-    return value
-
-
-class VideoRecord(BaseModel):
-    """A raw video record, turned into features exactly as in training."""
-
-    model_config = _STRICT
-
-    videoId: str | None = Field(None, max_length=256, description="Optional caller id, echoed back")
-    views: Count
-    likes: Count
-    comments: Count
-    shares: Count
-    saves: Count
-    followers: Count | None = Field(None, description="Creator's follower count; omit when unknown")
-    durationSeconds: Count
-    hashtagCount: Count
-    hasTrendingSound: StrictBool
-    captionLength: Count | None = Field(None, description="Caption length in characters (or give caption)")
-    caption: str | None = Field(None, max_length=20_000)
-    postedAt: Annotated[str | Count, BeforeValidator(_check_posted_at)] = Field(
-        description="ISO 8601 timestamp (naive = UTC) or epoch seconds")
-
-    @model_validator(mode="after")
-    def _caption(self) -> VideoRecord:
-        if self.captionLength is None and self.caption is None:
-            raise ValueError("give captionLength or caption")
-        return self
-
-
-class PipelineFeatureVector(BaseModel):
-    """The content pipeline's partial feature vector (the original ``featureVectorToMLInput``)."""
-
-    model_config = _STRICT
-
-    shareTrigger: Score10 | None = Field(None, description="0-10, default 5")
-    commentProvocation: Score10 | None = Field(None, description="0-10, default 5")
-    durationSeconds: Count | None = Field(None, description="seconds, default 30")
-    hashtagCount: Count | None = Field(None, description="default 5")
-    audioTrendingMatch: Count | None = Field(None, description="> 0 means trending audio")
-    captionScore: Score10 | None = Field(None, description="0-10, default 5")
-
-
-_KINDS = ("features", "video", "featureVector")
-
-
-def _exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
-    """JSON-schema hook documenting the "exactly one of" rule the model validators enforce.
-
-    Omitting a kind is how to not give it, so the document does not offer ``null`` for them.
-    """
-    def extra(schema: dict[str, Any]) -> None:
-        schema["oneOf"] = [{"required": [name]} for name in names]
-        for name in names:
-            prop = schema["properties"][name]
-            options = [s for s in prop.pop("anyOf", []) if s.get("type") != "null"]
-            if len(options) == 1:
-                prop.update(options[0])
-            elif options:
-                prop["anyOf"] = options
-            prop.pop("default", None)
-    return extra
-
-
-class Instance(BaseModel):
-    """One input: exactly one of ``features``, ``video`` or ``featureVector``."""
-
-    model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS))
-
-    features: NamedFeatures | None = None
-    video: VideoRecord | None = None
-    featureVector: PipelineFeatureVector | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Instance:
-        given = [k for k in _KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(_KINDS)}" + (f" (got {', '.join(given)})" if given else ""))
-        return self
-
-
-class PredictRequest(BaseModel):
-    """A single instance (one of ``features``/``video``/``featureVector``) or a batch (``instances``)."""
-
-    model_config = ConfigDict(**_STRICT, json_schema_extra=_exactly_one_of(*_KINDS, "instances"))
-
-    features: NamedFeatures | None = None
-    video: VideoRecord | None = None
-    featureVector: PipelineFeatureVector | None = None
-    instances: list[Instance] | None = Field(None, min_length=1, description="A batch, up to MAX_BATCH instances")
-    explain: StrictBool = Field(False, description="Add per-feature contributions to the predicted tier's logit")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PredictRequest:
-        given = [k for k in (*_KINDS, "instances") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of features, video, featureVector or instances"
-                             + (f" (got {', '.join(given)})" if given else ""))
-        return self
-
-
-class Prediction(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    score: float = Field(ge=0, le=100, description="0-100: sum of tier probabilities x tier midpoints, 1 decimal")
-    tier: int = Field(ge=1, le=5, description="most probable tier (1 = lowest, 5 = highest)")
-    probabilities: list[float] = Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)
-    contributions: dict[str, float] | None = Field(
-        None, description="explain=true: coefficient x feature value for the predicted tier (exact for a linear model)")
-    videoId: str | None = None
-
-
-class PredictResponse(Prediction):
-    modelVersion: str
-
-
-class BatchPredictResponse(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    predictions: list[Prediction]
-    modelVersion: str
-
-
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    field: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    error: str
-    details: list[ErrorDetail] = Field(default_factory=list)
-
-
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    modelVersion: str
-    trainedAt: str
-    featureNames: list[str]
-    tierMidpoints: list[float]
-    source: str = Field(description="published (pointer), pinned (MODEL_VERSION) or bundled (baseline)")
-    key: str | None = Field(None, description="Key of the served ml-weights.json under the model prefix")
-    loadError: str | None = Field(None, description=(
-        "Why the bundled baseline is served, as a kind: NotConfigured, ModelNotFound, StorageUnavailable, "
-        "InvalidPointer, InvalidArtifact or InternalError (details are logged, never returned)"))
-    lastRefreshError: str | None = Field(None, description="Kind of the last failed refresh (same kinds)")
-    refreshSeconds: float
-    pinnedVersion: str | None = None
-    training: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
-    data: dict[str, Any] | None = Field(None, description=(
-        "Training data provenance: source is the file name only (no bucket or path), sha256 of its bytes"))
-    featureSet: str = Field("full", description="full, or prepublication: only what is known before posting "
-                                                "(post-publication features have weight 0)")
-    calibration: dict[str, Any] | None = Field(None, description="temperature folded into the weights, if any")
-
 
 def public_data_provenance(data: dict[str, Any] | None) -> dict[str, Any] | None:
     """The provenance GET /model shows: the training file's name and sha256, not where it is stored.
@@ -243,13 +58,6 @@ def public_data_provenance(data: dict[str, Any] | None) -> dict[str, Any] | None
         return None
     source = str(data.get("source", ""))
     return {**data, "source": source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]}
-
-
-class Health(BaseModel):
-    model_config = ConfigDict(defer_build=True)   # documentation/response shape only: not built at cold start
-    status: str
-    modelVersion: str
-    source: str
 
 
 # --------------------------------------------------------------------------- parsing
@@ -676,9 +484,12 @@ def parse_predict_request(raw: bytes, max_batch: int) -> ParsedRequest:
     _bounded(doc)
     if not duplicates_checked:
         doc = _parse_json_unbounded(raw)     # the same bytes: their depth is proven
+    # The models decide (and name every error): pydantic is imported on this path only.
+    from virality.http import models
+
     try:
-        request = PredictRequest.model_validate(doc)
-    except ValidationError as exc:
+        request = models.PredictRequest.model_validate(doc)
+    except models.ValidationError as exc:
         details = [{"field": _field_path(err["loc"]), "message": err["msg"]} for err in exc.errors()[:50]]
         raise RequestValidationError("request validation failed", details) from None
     batch = request.instances is not None

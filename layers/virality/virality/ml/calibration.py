@@ -10,6 +10,7 @@ consumers get calibrated probabilities too.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 
@@ -73,7 +74,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, *, tol: float = 1e-10, ma
     return 1.0 / beta
 
 
-def calibration_summary(logits: np.ndarray, y: np.ndarray, temperature: float) -> dict[str, float]:
+class CalibrationFigures(TypedDict):
+    """What :func:`calibration_summary` measures (the fields of the artifact's ``calibration`` it fills)."""
+
+    eceBefore: float
+    eceAfter: float
+    logLossBefore: float
+    logLossAfter: float
+
+
+def calibration_summary(logits: np.ndarray, y: np.ndarray, temperature: float) -> CalibrationFigures:
     """ECE (10 bins) and log-loss of ``logits`` before and after dividing by ``temperature``."""
     before = softmax(logits)
     after = softmax(logits / temperature)

@@ -18,11 +18,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 
 from virality.errors import DataValidationError
+from virality.structs import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +69,32 @@ RAW_FIELDS = (*COUNT_FIELDS, "followers", "durationSeconds", "hashtagCount", "ha
               "captionLength", "caption", "postedAt")
 
 
-class Preprocessing(BaseModel):
+class Preprocessing(Record, frozen=True, kw_only=True):
     """Normalisation caps fitted on the training split (99th percentiles).
 
     A raw ratio ``r`` becomes ``min(r / cap, 1)``; ``viewsPerFollower`` uses
     ``log1p(r) / log1p(cap)``. Caps are strictly positive.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    quantile: Annotated[float, Meta(description="Quantile of the training split used as each cap.")] = 0.99
+    shareRate: float = 0.01
+    commentRate: float = 0.005
+    likeRate: float = 0.2
+    saveRate: float = 0.02
+    shareToLikeRatio: float = 0.2
+    commentToLikeRatio: float = 0.1
+    captionLength: float = 300.0
+    viewsPerFollower: float = 50.0
 
-    quantile: float = Field(0.99, description="Quantile of the training split used as each cap.")
-    shareRate: float = Field(0.01, gt=0)
-    commentRate: float = Field(0.005, gt=0)
-    likeRate: float = Field(0.2, gt=0)
-    saveRate: float = Field(0.02, gt=0)
-    shareToLikeRatio: float = Field(0.2, gt=0)
-    commentToLikeRatio: float = Field(0.1, gt=0)
-    captionLength: float = Field(300.0, gt=0)
-    viewsPerFollower: float = Field(50.0, gt=0)
+    def __post_init__(self) -> None:
+        for name in CAP_NAMES:
+            if not getattr(self, name) > 0:      # also refuses NaN
+                raise ValueError(f"{name} must be > 0")
+
+
+#: The caps of :class:`Preprocessing`, in its field order.
+CAP_NAMES = ("shareRate", "commentRate", "likeRate", "saveRate", "shareToLikeRatio", "commentToLikeRatio",
+             "captionLength", "viewsPerFollower")
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +431,7 @@ POST_PUBLICATION_FEATURES: tuple[str, ...] = (
 #: ``prepublication``: only what is known before posting (duration, hashtags,
 #: sound, caption, followers, weekday, hour); the others are held at their
 #: pipeline-bridge defaults and get weight 0.
+FeatureSet = Literal["full", "prepublication"]
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "full": FEATURE_NAMES,
     "prepublication": tuple(n for n in FEATURE_NAMES if n not in POST_PUBLICATION_FEATURES),

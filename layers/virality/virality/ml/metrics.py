@@ -6,12 +6,15 @@ Labels here are class indices ``0..n_classes-1``; reports name them tiers 1..5.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field
+from msgspec import Meta
+
+from virality.structs import Record
 
 
-class ClassReport(BaseModel):
+class ClassReport(Record, frozen=True, kw_only=True):
     tier: int
     precision: float
     recall: float
@@ -19,46 +22,50 @@ class ClassReport(BaseModel):
     support: int
 
 
-class ReliabilityBin(BaseModel):
+class ReliabilityBin(Record, frozen=True, kw_only=True):
     """One equal-width confidence bin of a reliability table."""
 
-    lower: float = Field(description="inclusive lower edge of the bin")
-    upper: float = Field(description="upper edge (exclusive, except 1.0 for the last bin)")
-    count: int = Field(description="rows whose top-tier confidence falls in the bin")
-    meanConfidence: float | None = Field(None, description="None when the bin is empty")
-    accuracy: float | None = Field(None, description="share of those rows predicted correctly; None when empty")
+    lower: Annotated[float, Meta(description="inclusive lower edge of the bin")]
+    upper: Annotated[float, Meta(description="upper edge (exclusive, except 1.0 for the last bin)")]
+    count: Annotated[int, Meta(description="rows whose top-tier confidence falls in the bin")]
+    meanConfidence: Annotated[float | None, Meta(description="None when the bin is empty")] = None
+    accuracy: Annotated[float | None, Meta(description="share of those rows predicted correctly; None when empty")] = None
 
 
-class Interval(BaseModel):
+class Interval(Record, frozen=True, kw_only=True):
     """A point estimate with a bootstrap percentile interval."""
 
-    estimate: float = Field(description="the metric on the full split")
-    low: float = Field(description="lower end of the percentile interval")
-    high: float = Field(description="upper end of the percentile interval")
-    level: float = Field(0.95, description="coverage of the interval")
+    estimate: Annotated[float, Meta(description="the metric on the full split")]
+    low: Annotated[float, Meta(description="lower end of the percentile interval")]
+    high: Annotated[float, Meta(description="upper end of the percentile interval")]
+    level: Annotated[float, Meta(description="coverage of the interval")] = 0.95
     nResamples: int
     seed: int
 
 
-class EvaluationReport(BaseModel):
+class EvaluationReport(Record, frozen=True, kw_only=True):
     """Metrics of a model on one labelled split."""
 
     nSamples: int
     accuracy: float
-    confusionMatrix: list[list[int]] = Field(description="rows = actual tier, columns = predicted tier")
+    confusionMatrix: Annotated[list[list[int]], Meta(description="rows = actual tier, columns = predicted tier")]
     perClass: list[ClassReport]
     macroF1: float
     logLoss: float
-    ece: float = Field(description="expected calibration error of the top-tier confidence, 10 equal-width bins")
-    majorityBaselineAccuracy: float = Field(description="accuracy of always predicting the most frequent tier of this split")
+    ece: Annotated[float, Meta(
+        description="expected calibration error of the top-tier confidence, 10 equal-width bins")]
+    majorityBaselineAccuracy: Annotated[float, Meta(
+        description="accuracy of always predicting the most frequent tier of this split")]
     # Added with the model-quality work; optional so earlier artifacts still load.
-    brier: float | None = Field(None, description="multiclass Brier score, sum over tiers (0 = perfect, max 2)")
-    classwiseEce: float | None = Field(None, description="mean over tiers of each tier's ECE, 10 equal-width bins")
-    mce: float | None = Field(None, description="maximum calibration error over the 10 top-label bins")
-    reliability: list[ReliabilityBin] | None = Field(
-        None, description="per top-label confidence bin: count, mean confidence, accuracy")
-    intervals: dict[str, Interval] | None = Field(
-        None, description="bootstrap 95% intervals of accuracy, macroF1, logLoss and ece")
+    brier: Annotated[float | None, Meta(
+        description="multiclass Brier score, sum over tiers (0 = perfect, max 2)")] = None
+    classwiseEce: Annotated[float | None, Meta(
+        description="mean over tiers of each tier's ECE, 10 equal-width bins")] = None
+    mce: Annotated[float | None, Meta(description="maximum calibration error over the 10 top-label bins")] = None
+    reliability: Annotated[list[ReliabilityBin] | None, Meta(
+        description="per top-label confidence bin: count, mean confidence, accuracy")] = None
+    intervals: Annotated[dict[str, Interval] | None, Meta(
+        description="bootstrap 95% intervals of accuracy, macroF1, logLoss and ece")] = None
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> np.ndarray:

@@ -10,35 +10,28 @@ video with ``views`` gets tier ``1 + #{thresholds t : views >= t}``.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta
 
 from virality.errors import ConfigurationError
+from virality.structs import Record, replace
 
 
-class Tiering(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Tiering(Record, frozen=True, kw_only=True):
     method: Literal["quantile", "thresholds"] = "quantile"
     quantiles: tuple[float, float, float, float] = (0.2, 0.4, 0.6, 0.8)
-    thresholds: tuple[float, float, float, float] | None = Field(
-        None, description="view-count cut points between tiers 1|2, 2|3, 3|4, 4|5")
+    thresholds: Annotated[tuple[float, float, float, float] | None, Meta(
+        description="view-count cut points between tiers 1|2, 2|3, 3|4, 4|5")] = None
 
-    @field_validator("quantiles")
-    @classmethod
-    def _increasing_q(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not all(0 < a < b < 1 for a, b in itertools.pairwise(v)) or not 0 < v[0] < 1:
+    def __post_init__(self) -> None:
+        q = self.quantiles
+        if not all(0 < a < b < 1 for a, b in itertools.pairwise(q)) or not 0 < q[0] < 1:
             raise ValueError("quantiles must be increasing and inside (0, 1)")
-        return v
-
-    @field_validator("thresholds")
-    @classmethod
-    def _increasing_t(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if v is not None and not all(a <= b for a, b in itertools.pairwise(v)):
+        t = self.thresholds
+        if t is not None and not all(a <= b for a, b in itertools.pairwise(t)):
             raise ValueError("thresholds must be non-decreasing")
-        return v
 
 
 def fit_tiering(views: np.ndarray, rule: Tiering | None = None) -> Tiering:
@@ -49,7 +42,7 @@ def fit_tiering(views: np.ndarray, rule: Tiering | None = None) -> Tiering:
             raise ConfigurationError("tiering method 'thresholds' needs four thresholds")
         return rule
     cuts = tuple(float(c) for c in np.quantile(views, rule.quantiles))
-    return rule.model_copy(update={"thresholds": cuts})
+    return replace(rule, thresholds=cuts)
 
 
 def assign_tiers(views: np.ndarray, tiering: Tiering) -> np.ndarray:

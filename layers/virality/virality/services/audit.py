@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 from pydantic import BaseModel
 
@@ -76,6 +77,7 @@ from virality.ml.model import ViralityModel
 from virality.ml.tiering import assign_tiers
 from virality.store.base import AuditModelStore
 from virality.store.s3 import read_source
+from virality.structs import checked, replace
 
 REPORT_SCHEMA = "virality-audit/1"
 #: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
@@ -280,7 +282,7 @@ def audit_figures(model: ViralityModel, X: np.ndarray, tiers: np.ndarray, *, n_r
         return ModelAudit(modelVersion=model.version, rows=0), None
     y = tiers - 1
     report = evaluate(y, model.predict_proba(X), n_resamples=n_resamples, seed=seed)
-    doc = report.model_dump(mode="json", by_alias=True)
+    doc = msgspec.to_builtins(report)
     ece_iv = doc["intervals"]["ece"]
     mix = np.bincount(y, minlength=NUM_CLASSES)
     train_mix = training_tier_mix(model.artifact)
@@ -338,7 +340,7 @@ def temperature_scaled(artifact: ModelArtifact, temperature: float, version: str
         "biases": fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)[1].tolist(),
         "checksum": None,
         "calibration": calibration}
-    return ModelArtifact.model_validate({**artifact.model_dump(), **update})
+    return checked(replace(artifact, **update))
 
 
 def audit_calibration(parent: ModelArtifact, t: float, *, window: str, objects: Sequence[dict[str, Any]],

@@ -21,11 +21,9 @@ runs in the Lambda, and its EMR Serverless client is created on first use.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, field_validator
-
-from virality.config import RetrainSettings, _EnvSettings, _prefix
+from virality.config import RetrainSettings, _d, _EnvSettings
 from virality.errors import ConfigurationError
 from virality.store.emr import SparkLauncher
 from virality.store.s3 import head_source
@@ -44,25 +42,22 @@ DEPS_ARCHIVE = "virality-spark-deps.tar.gz"
 DEPS_ALIAS = "deps"
 
 
-class SparkSettings(_EnvSettings):
+class SparkSettings(_EnvSettings, frozen=True, kw_only=True):
     """Spark routing of the retrain function (all optional: no application id, no routing)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    _PREFIXES = ("model_prefix",)
 
-    spark_application_id: str | None = Field(None, description="EMR Serverless application id; unset disables Spark.")
-    spark_job_role_arn: str | None = Field(None, description="Execution role of the Spark job runs.")
-    spark_min_bytes: int = Field(DEFAULT_SPARK_MIN_BYTES, ge=1,
-                                 description="Uploads larger than this are trained on Spark.")
-    spark_entry_point: str | None = Field(None, description="s3:// URI of spark_entry.py.")
-    spark_py_files: str | None = Field(None, description="s3:// URI of the library zip (spark.submit.pyFiles).")
-    spark_archives: str | None = Field(None, description=f"s3:// URI of the dependencies archive ({DEPS_ARCHIVE}), "
-                                       f"optionally #alias (default #{DEPS_ALIAS}).")
-    spark_python: str = Field(EMR_PYTHON, description="Interpreter of the job's driver and executors.")
-    spark_log_uri: str | None = Field(None, description="s3:// prefix for the job runs' logs.")
-    model_bucket: str | None = Field(None, description="Bucket the models are written to (default: the event's).")
-    model_prefix: str = Field("models/", description="Key prefix of model versions and latest.json.")
-
-    _norm_prefix = field_validator("model_prefix")(_prefix)
+    spark_application_id: Annotated[str | None, _d("EMR Serverless application id; unset disables Spark.")] = None
+    spark_job_role_arn: Annotated[str | None, _d("Execution role of the Spark job runs.")] = None
+    spark_min_bytes: Annotated[int, _d("Uploads larger than this are trained on Spark.", ge=1)] = DEFAULT_SPARK_MIN_BYTES
+    spark_entry_point: Annotated[str | None, _d("s3:// URI of spark_entry.py.")] = None
+    spark_py_files: Annotated[str | None, _d("s3:// URI of the library zip (spark.submit.pyFiles).")] = None
+    spark_archives: Annotated[str | None, _d(f"s3:// URI of the dependencies archive ({DEPS_ARCHIVE}), "
+                                             f"optionally #alias (default #{DEPS_ALIAS}).")] = None
+    spark_python: Annotated[str, _d("Interpreter of the job's driver and executors.")] = EMR_PYTHON
+    spark_log_uri: Annotated[str | None, _d("s3:// prefix for the job runs' logs.")] = None
+    model_bucket: Annotated[str | None, _d("Bucket the models are written to (default: the event's).")] = None
+    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
 
     @property
     def enabled(self) -> bool:

@@ -25,7 +25,7 @@ from virality.data.readers import DataFormat
 from virality.data.split import Split, TrainingSet
 from virality.errors import ConfigurationError
 from virality.ml.calibration import calibration_summary, fit_temperature, fold_temperature
-from virality.ml.features import FEATURE_SETS, feature_set_mask, hold_features
+from virality.ml.features import FEATURE_SETS, FeatureSet, feature_set_mask, hold_features
 from virality.ml.metrics import EvaluationReport, bootstrap_intervals, evaluate
 from virality.ml.model import ViralityModel
 from virality.ml.model_selection import DEFAULT_FOLDS, DEFAULT_L2_GRID, out_of_fold_logits, search_l2
@@ -90,7 +90,7 @@ class TrainingConfig:
     max_iter: int = 100
     tiering: Tiering | None = field(default=None)
     calibration: str | None = None
-    feature_set: str = "full"
+    feature_set: FeatureSet = "full"
     cv_folds: int = DEFAULT_FOLDS
     l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
     bootstrap: int = 1000

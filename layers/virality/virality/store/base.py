@@ -45,9 +45,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta
 
 from virality.artifact import ModelArtifact, dump_artifact, load_artifact
 from virality.errors import (
@@ -56,6 +57,7 @@ from virality.errors import (
     PointerConflictError,
     VersionExistsError,
 )
+from virality.structs import document
 
 POINTER_NAME = "latest.json"
 WEIGHTS_NAME = "ml-weights.json"
@@ -68,20 +70,28 @@ AUDITS_DIR = "audits/"
 AUDIT_WINDOWS_DIR = "audits/_windows/"
 
 
-class Pointer(BaseModel):
-    """Content of ``latest.json``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+class Pointer(msgspec.Struct, frozen=True, kw_only=True):
+    """Content of ``latest.json``. Fields a later writer adds are ignored, not refused."""
 
     version: str
-    key: str = Field(description="key of the promoted version's ml-weights.json")
-    sha256: str | None = Field(None, description="sha256 of the ml-weights.json bytes")
+    key: Annotated[str, Meta(description="key of the promoted version's ml-weights.json")]
+    sha256: Annotated[str | None, Meta(description="sha256 of the ml-weights.json bytes")] = None
     trainedAt: str | None = None
     promotedAt: str | None = None
     metrics: dict[str, Any] | None = None
-    previous: str | None = Field(None, description="version the pointer named before")
+    previous: Annotated[str | None, Meta(description="version the pointer named before")] = None
     reason: str | None = None
-    decision: int | None = Field(None, description="attempt number of the gate decision that moved it here")
+    decision: Annotated[int | None, Meta(
+        description="attempt number of the gate decision that moved it here")] = None
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Pointer:
+        """Raises ``msgspec.DecodeError`` (invalid JSON) or its subclass ``msgspec.ValidationError``."""
+        return msgspec.json.decode(body, type=cls)
+
+    def to_json(self) -> bytes:
+        """The stored form: indented JSON, absent fields left out."""
+        return json.dumps(document(self), indent=2).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +219,9 @@ class ModelStore(ABC):
         if obj is None:
             return None
         try:
-            pointer = Pointer.model_validate_json(obj.body)
-        except ValidationError as exc:
-            raise ArtifactValidationError(f"{self.uri(self.pointer_key)}: invalid pointer "
-                                          f"({exc.errors()[0]['msg']})") from None
+            pointer = Pointer.from_json(obj.body)
+        except msgspec.DecodeError as exc:
+            raise ArtifactValidationError(f"{self.uri(self.pointer_key)}: invalid pointer ({exc})") from None
         return PointerState(pointer, obj.etag)
 
     def read_pointer_lenient(self) -> PointerState | _BrokenPointer | None:
@@ -263,9 +272,9 @@ class ModelStore(ABC):
         out = []
         for _, vid in found[:limit]:
             try:
-                out.append(Pointer.model_validate_json(
+                out.append(Pointer.from_json(
                     self._get(self.pointer_key, None if vid in (None, "null") else vid).body))
-            except (ValidationError, ModelNotFoundError):
+            except (msgspec.DecodeError, ModelNotFoundError):
                 continue
         return out
 
@@ -301,7 +310,7 @@ class ModelStore(ABC):
         PointerConflictError
             Somebody else moved it first: re-read and decide again.
         """
-        etag = self._write(self.pointer_key, pointer.model_dump_json(exclude_none=True, indent=2).encode(),
+        etag = self._write(self.pointer_key, pointer.to_json(),
                            "application/json", if_match=expected_etag or None)
         if etag is None:
             raise PointerConflictError("the model pointer changed concurrently")

@@ -1,0 +1,70 @@
+"""Immutable records (msgspec Structs) and their JSON documents.
+
+The model artifact, its parts, the pointer and the settings are msgspec
+Structs, not pydantic models: msgspec checks a whole document in one C call and
+imports in milliseconds, while importing pydantic and building its first model
+cost the predict function's cold start about 130 ms (docs/benchmarks.md). pydantic
+stays where its field-by-field error texts and JSON schema are the product: API
+requests and the OpenAPI document (:mod:`virality.http.models`).
+
+A :class:`Record` checks types when it is decoded (:func:`from_builtins`), not when
+it is constructed in Python; value rules (shapes, bounds) live in ``__post_init__``,
+which runs on both. :func:`checked` re-validates a record built in code before it is
+written anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of the stored records: immutable, unknown fields refused.
+
+    Subclasses declare ``kw_only=True`` (msgspec does not inherit it): fields keep the order of
+    the stored document, required ones after optional ones included.
+    """
+
+
+def _without_none(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_none(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_without_none(v) for v in node]
+    return node
+
+
+def document(record: msgspec.Struct, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``record`` as JSON-ready builtins, fields in declaration order, ``None`` values left out
+    at every level (what is absent in a stored file is ``None`` when it is read back)."""
+    doc = _without_none(msgspec.to_builtins(record))
+    return {k: v for k, v in doc.items() if k not in exclude} if exclude else doc
+
+
+def from_builtins(doc: Any, cls: type[R]) -> R:
+    """Decode ``doc`` (parsed JSON) as ``cls``.
+
+    Raises
+    ------
+    msgspec.ValidationError
+        Naming the path of the first offending value, e.g. ``at `$.weights[0][3]```.
+    """
+    return msgspec.convert(doc, cls)
+
+
+def checked(record: R) -> R:
+    """``record`` as it would be read back from its document: types checked, ints in float fields
+    made floats. Raises ``msgspec.ValidationError`` like :func:`from_builtins`."""
+    return msgspec.convert(msgspec.to_builtins(record), type(record))
+
+
+def field_names(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of ``cls`` in declaration order."""
+    return cls.__struct_fields__
+
+
+replace = msgspec.structs.replace
