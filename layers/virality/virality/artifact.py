@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
 
 from virality import NUM_CLASSES, TIER_MIDPOINTS
 from virality.errors import ArtifactValidationError
@@ -28,7 +27,7 @@ from virality.ml.features import FEATURE_NAMES, N_FEATURES, FeatureSet, Preproce
 from virality.ml.metrics import EvaluationReport, Interval
 from virality.ml.tiering import Tiering
 from virality.safejson import NestingTooDeepError, check_depth
-from virality.structs import Record, checked, document, field_names, from_builtins
+from virality.structs import Record, checked, described, document, field_names, from_builtins
 
 SCHEMA_VERSION = 2
 
@@ -43,22 +42,18 @@ MAX_ARTIFACT_DEPTH = 64
 MAX_ABS_PARAMETER = 1e6
 
 
-def _d(text: str) -> Meta:
-    return Meta(description=text)
-
-
 class L2Search(Record, frozen=True, kw_only=True):
     """Cross-validated choice of ``lambda`` (``--l2 auto``)."""
 
-    grid: Annotated[list[float], _d("lambda values tried, increasing")]
-    meanLogLoss: Annotated[list[float], _d("mean held-out log-loss over the folds, per grid value")]
-    stdLogLoss: Annotated[list[float], _d("standard deviation over the folds, per grid value")]
-    chosen: Annotated[float, _d("the grid value with the lowest mean held-out log-loss")]
-    folds: Annotated[int, _d("number of stratified folds")]
-    seed: Annotated[int, _d("seed of the fold assignment")]
-    scoring: Annotated[str, _d("the criterion minimised")] = "logLoss"
+    grid: Annotated[list[float], described("lambda values tried, increasing")]
+    meanLogLoss: Annotated[list[float], described("mean held-out log-loss over the folds, per grid value")]
+    stdLogLoss: Annotated[list[float], described("standard deviation over the folds, per grid value")]
+    chosen: Annotated[float, described("the grid value with the lowest mean held-out log-loss")]
+    folds: Annotated[int, described("number of stratified folds")]
+    seed: Annotated[int, described("seed of the fold assignment")]
+    scoring: Annotated[str, described("the criterion minimised")] = "logLoss"
     durationSeconds: float | None = None
-    sampleRows: Annotated[int | None, _d(
+    sampleRows: Annotated[int | None, described(
         "training rows the search ran on when it ran on a subsample (Spark engine: a strided "
         "driver-side sample of the training split; NumPy engine: a strided sample above "
         "TrainingConfig.search_rows); None: the whole training split")] = None
@@ -71,16 +66,16 @@ class CalibrationInfo(Record, frozen=True, kw_only=True):
     raw optimum divided by ``temperature``; ``logits = W x + b`` still holds.
     """
 
-    method: Annotated[Literal["temperature", "none"], _d("temperature scaling, or none")]
-    temperature: Annotated[float, _d("T; the published logits are the raw logits / T")] = 1.0
-    source: Annotated[str, _d('where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')]
-    nSamples: Annotated[int | None, _d("rows T was fitted on")] = None
-    eceBefore: Annotated[float | None, _d("ECE (10 bins) of the raw logits on those rows")] = None
-    eceAfter: Annotated[float | None, _d("ECE (10 bins) after dividing by T")] = None
+    method: Annotated[Literal["temperature", "none"], described("temperature scaling, or none")]
+    temperature: Annotated[float, described("T; the published logits are the raw logits / T")] = 1.0
+    source: Annotated[str, described('where T was fitted: "cv" (out-of-fold logits in training), "audit", ...')]
+    nSamples: Annotated[int | None, described("rows T was fitted on")] = None
+    eceBefore: Annotated[float | None, described("ECE (10 bins) of the raw logits on those rows")] = None
+    eceAfter: Annotated[float | None, described("ECE (10 bins) after dividing by T")] = None
     logLossBefore: float | None = None
     logLossAfter: float | None = None
-    fittedAt: Annotated[str | None, _d("UTC ISO time T was fitted")] = None
-    provenance: Annotated[dict[str, str] | None, _d(
+    fittedAt: Annotated[str | None, described("UTC ISO time T was fitted")] = None
+    provenance: Annotated[dict[str, str] | None, described(
         "free-form origin of the calibration data (e.g. bucket/key, sha256, window)")] = None
 
     def __post_init__(self) -> None:
@@ -96,17 +91,17 @@ class ClusterInfo(Record, frozen=True, kw_only=True):
     executors: int
     defaultParallelism: int
     partitions: int
-    passes: Annotated[int, _d("full passes over the cached training blocks")]
-    warmStartRows: Annotated[int, _d("rows of the driver-side warm start (0: none)")] = 0
-    quantiles: Annotated[str, _d("exact | approximate (tier cut points and caps)")]
+    passes: Annotated[int, described("full passes over the cached training blocks")]
+    warmStartRows: Annotated[int, described("rows of the driver-side warm start (0: none)")] = 0
+    quantiles: Annotated[str, described("exact | approximate (tier cut points and caps)")]
     quantileRelativeError: float = 0.0
-    evaluationRows: Annotated[int, _d("test rows evaluated (a hash sample beyond a limit)")]
+    evaluationRows: Annotated[int, described("test rows evaluated (a hash sample beyond a limit)")]
     split: str
 
 
 class TrainingInfo(Record, frozen=True, kw_only=True):
     optimizer: str
-    l2: Annotated[float, _d("lambda of (lambda/2)*||W||^2")]
+    l2: Annotated[float, described("lambda of (lambda/2)*||W||^2")]
     classWeight: str = "none"
     iterations: int
     finalObjective: float
@@ -116,8 +111,8 @@ class TrainingInfo(Record, frozen=True, kw_only=True):
     seed: int
     testFraction: float | None = None
     durationSeconds: float
-    l2Search: Annotated[L2Search | None, _d("present when l2 was chosen by cross-validation")] = None
-    engine: Annotated[str | None, _d("spark when trained on Spark; absent: the NumPy trainer")] = None
+    l2Search: Annotated[L2Search | None, described("present when l2 was chosen by cross-validation")] = None
+    engine: Annotated[str | None, described("spark when trained on Spark; absent: the NumPy trainer")] = None
     cluster: ClusterInfo | None = None
 
 
@@ -137,35 +132,35 @@ class DataProvenance(Record, frozen=True, kw_only=True):
     format: str
     rows: SplitRows
     classCounts: ClassCounts
-    labelColumn: Annotated[str | None, _d('column the tiers came from: "views" or "labelViews"')] = None
+    labelColumn: Annotated[str | None, described('column the tiers came from: "views" or "labelViews"')] = None
 
 
 class Metrics(Record, frozen=True, kw_only=True):
     test: EvaluationReport
     trainAccuracy: float
-    testIntervals: Annotated[dict[str, Interval] | None, _d(
+    testIntervals: Annotated[dict[str, Interval] | None, described(
         "seeded bootstrap 95% intervals of the test metrics (accuracy, macroF1, logLoss, ece)")] = None
 
 
 class ModelArtifact(Record, frozen=True, kw_only=True):
     """Schema of ``ml-weights.json`` (both the original and schema version 2)."""
 
-    schemaVersion: Annotated[int | None, _d("2 for this format; absent in the original format")] = None
-    modelVersion: Annotated[str, _d("Version id, e.g. v20261129T101500123456Z-1a2b3c4d")]
+    schemaVersion: Annotated[int | None, described("2 for this format; absent in the original format")] = None
+    modelVersion: Annotated[str, described("Version id, e.g. v20261129T101500123456Z-1a2b3c4d")]
     featureNames: list[str]
     numClasses: int = NUM_CLASSES
-    weights: Annotated[list[list[float]], _d("numClasses x 15; logits = W x + b")]
+    weights: Annotated[list[list[float]], described("numClasses x 15; logits = W x + b")]
     biases: list[float]
     tierMidpoints: list[float] = msgspec.field(default_factory=lambda: list(TIER_MIDPOINTS))
     trainedAt: str
-    accuracy: Annotated[float | None, _d("test accuracy")] = None
+    accuracy: Annotated[float | None, described("test accuracy")] = None
     confusionMatrix: list[list[int]] | None = None
     training: TrainingInfo | None = None
     metrics: Metrics | None = None
     data: DataProvenance | None = None
     preprocessing: Preprocessing | None = None
     tiering: Tiering | None = None
-    featureSet: Annotated[FeatureSet | None, _d(
+    featureSet: Annotated[FeatureSet | None, described(
         'features the model uses; "prepublication" holds post-publication ones at their '
         'defaults (absent = "full")')] = None
     calibration: CalibrationInfo | None = None

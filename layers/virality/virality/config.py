@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 import msgspec
 
 from virality.errors import ConfigurationError
 from virality.ml.features import FeatureSet
 from virality.ml.softmax import Optimizer
+from virality.structs import described
 
 #: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
 OUTCOMES_PREFIX = "outcomes/"
@@ -70,22 +71,18 @@ def _prefix(value: str) -> str:
     return value if value.endswith("/") or value == "" else value + "/"
 
 
-def _d(text: str, **bounds: Any) -> msgspec.Meta:
-    return msgspec.Meta(description=text, **bounds)
-
-
 class PredictSettings(_EnvSettings, frozen=True, kw_only=True):
     """Configuration of the predict function."""
 
     _PREFIXES = ("model_prefix",)
 
-    model_bucket: Annotated[str | None, _d("Bucket holding the model artifacts and pointer.")] = None
-    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
-    model_version: Annotated[str | None, _d("Pin this version instead of following the pointer.")] = None
-    model_refresh_seconds: Annotated[float, _d(
+    model_bucket: Annotated[str | None, described("Bucket holding the model artifacts and pointer.")] = None
+    model_prefix: Annotated[str, described("Key prefix of model versions and latest.json.")] = "models/"
+    model_version: Annotated[str | None, described("Pin this version instead of following the pointer.")] = None
+    model_refresh_seconds: Annotated[float, described(
         "Warm containers re-check the pointer this often; 0 = never.", ge=0)] = 0.0
-    max_batch: Annotated[int, _d("Largest number of instances in one request.", ge=1, le=100_000)] = 1000
-    max_body_bytes: Annotated[int, _d("Largest accepted request body (decoded).", ge=1024)] = 1_048_576
+    max_batch: Annotated[int, described("Largest number of instances in one request.", ge=1, le=100_000)] = 1000
+    max_body_bytes: Annotated[int, described("Largest accepted request body (decoded).", ge=1024)] = 1_048_576
 
 
 class RetrainSettings(_EnvSettings, frozen=True, kw_only=True):
@@ -93,22 +90,22 @@ class RetrainSettings(_EnvSettings, frozen=True, kw_only=True):
 
     _PREFIXES = ("model_prefix", "training_prefix")
 
-    model_bucket: Annotated[str | None, _d("Bucket the models are written to (default: the event's bucket).")] = None
-    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
-    data_bucket: Annotated[str | None, _d("Only events from this bucket are trained on (unset: any).")] = None
-    training_prefix: Annotated[str, _d("Only keys under this prefix are trained on.")] = "training-data/"
-    max_training_bytes: Annotated[int, _d("Refuse training objects larger than this.", ge=1)] = 512 * 1024 * 1024
-    train_optimizer: Annotated[Optimizer, _d("Optimizer: newton (optimum) or gd (seed-faithful).")] = "newton"
-    train_l2: Annotated[float | Literal["auto"], _d(
+    model_bucket: Annotated[str | None, described("Bucket the models are written to (default: the event's bucket).")] = None
+    model_prefix: Annotated[str, described("Key prefix of model versions and latest.json.")] = "models/"
+    data_bucket: Annotated[str | None, described("Only events from this bucket are trained on (unset: any).")] = None
+    training_prefix: Annotated[str, described("Only keys under this prefix are trained on.")] = "training-data/"
+    max_training_bytes: Annotated[int, described("Refuse training objects larger than this.", ge=1)] = 512 * 1024 * 1024
+    train_optimizer: Annotated[Optimizer, described("Optimizer: newton (optimum) or gd (seed-faithful).")] = "newton"
+    train_l2: Annotated[float | Literal["auto"], described(
         "L2 strength lambda, or auto (cross-validated; newton only). gd uses 0.001 for auto.")] = "auto"
-    train_class_weight: Annotated[Literal["none", "balanced"], _d("Class weighting of the loss.")] = "none"
-    train_calibration: Annotated[Literal["temperature", "none"] | None, _d(
+    train_class_weight: Annotated[Literal["none", "balanced"], described("Class weighting of the loss.")] = "none"
+    train_calibration: Annotated[Literal["temperature", "none"] | None, described(
         "temperature (default for newton) or none (default for gd, which stays seed-faithful).")] = None
-    train_feature_set: Annotated[FeatureSet, _d(
+    train_feature_set: Annotated[FeatureSet, described(
         "full, or prepublication (only what is known before posting).")] = "full"
-    promotion_f1_tolerance: Annotated[float, _d("New model may lose at most this much macro-F1.", ge=0)] = 0.03
-    promotion_logloss_tolerance: Annotated[float, _d("New model may gain at most this much log-loss.", ge=0)] = 0.05
-    promotion_max_sharp_disagreement: Annotated[float, _d(
+    promotion_f1_tolerance: Annotated[float, described("New model may lose at most this much macro-F1.", ge=0)] = 0.03
+    promotion_logloss_tolerance: Annotated[float, described("New model may gain at most this much log-loss.", ge=0)] = 0.05
+    promotion_max_sharp_disagreement: Annotated[float, described(
         "Largest share of the champion's reference holdout on which the new model's "
         "tier may differ from the champion's by 2 or more.", ge=0, le=1)] = 0.25
 
@@ -127,18 +124,18 @@ class AuditSettings(_EnvSettings, frozen=True, kw_only=True):
 
     _PREFIXES = ("model_prefix", "outcomes_prefix")
 
-    model_bucket: Annotated[str | None, _d("Bucket holding the model artifacts, pointer and audit reports.")] = None
-    model_prefix: Annotated[str, _d("Key prefix of model versions, latest.json and audits/.")] = "models/"
-    data_bucket: Annotated[str | None, _d("Bucket the labelled outcomes are uploaded to.")] = None
-    outcomes_prefix: Annotated[str, _d("Only keys under this prefix are read as outcomes.")] = OUTCOMES_PREFIX
-    audit_window_days: Annotated[float, _d("Audit the outcome objects that arrived in the last N days.", gt=0)] = 7.0
-    audit_min_rows: Annotated[int, _d("Below this many outcome rows the audit reports insufficient data.", ge=1)] = 200
-    calibration_ece_threshold: Annotated[float, _d("ECE above this is a calibration alarm.", gt=0, lt=1)] = 0.15
-    auto_recalibrate: Annotated[bool, _d("Fit and publish a temperature-scaled version when the ECE alarms.")] = False
-    audit_bootstrap_resamples: Annotated[int, _d("Bootstrap resamples of the ECE interval.", ge=10)] = 1000
-    max_outcome_bytes: Annotated[int, _d("Skip outcome objects larger than this.", ge=1)] = 256 * 1024 * 1024
-    promotion_f1_tolerance: Annotated[float, _d("Recalibrated model may lose at most this much macro-F1.", ge=0)] = 0.03
-    promotion_logloss_tolerance: Annotated[float, _d(
+    model_bucket: Annotated[str | None, described("Bucket holding the model artifacts, pointer and audit reports.")] = None
+    model_prefix: Annotated[str, described("Key prefix of model versions, latest.json and audits/.")] = "models/"
+    data_bucket: Annotated[str | None, described("Bucket the labelled outcomes are uploaded to.")] = None
+    outcomes_prefix: Annotated[str, described("Only keys under this prefix are read as outcomes.")] = OUTCOMES_PREFIX
+    audit_window_days: Annotated[float, described("Audit the outcome objects that arrived in the last N days.", gt=0)] = 7.0
+    audit_min_rows: Annotated[int, described("Below this many outcome rows the audit reports insufficient data.", ge=1)] = 200
+    calibration_ece_threshold: Annotated[float, described("ECE above this is a calibration alarm.", gt=0, lt=1)] = 0.15
+    auto_recalibrate: Annotated[bool, described("Fit and publish a temperature-scaled version when the ECE alarms.")] = False
+    audit_bootstrap_resamples: Annotated[int, described("Bootstrap resamples of the ECE interval.", ge=10)] = 1000
+    max_outcome_bytes: Annotated[int, described("Skip outcome objects larger than this.", ge=1)] = 256 * 1024 * 1024
+    promotion_f1_tolerance: Annotated[float, described("Recalibrated model may lose at most this much macro-F1.", ge=0)] = 0.03
+    promotion_logloss_tolerance: Annotated[float, described(
         "Recalibrated model may gain at most this much log-loss.", ge=0)] = 0.05
 
 

@@ -62,6 +62,12 @@ def checked(record: R) -> R:
     return msgspec.convert(msgspec.to_builtins(record), type(record))
 
 
+def described(text: str, **bounds: Any) -> msgspec.Meta:
+    """``Annotated[T, described("...", ge=0)]``: a field's description (JSON schema) and bounds
+    (checked on decode)."""
+    return msgspec.Meta(description=text, **bounds)
+
+
 def field_names(cls: type[msgspec.Struct]) -> tuple[str, ...]:
     """The fields of ``cls`` in declaration order."""
     return cls.__struct_fields__

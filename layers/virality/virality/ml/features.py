@@ -21,10 +21,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import numpy as np
-from msgspec import Meta
 
 from virality.errors import DataValidationError
-from virality.structs import Record
+from virality.structs import Record, described
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ class Preprocessing(Record, frozen=True, kw_only=True):
     ``log1p(r) / log1p(cap)``. Caps are strictly positive.
     """
 
-    quantile: Annotated[float, Meta(description="Quantile of the training split used as each cap.")] = 0.99
+    quantile: Annotated[float, described("Quantile of the training split used as each cap.")] = 0.99
     shareRate: float = 0.01
     commentRate: float = 0.005
     likeRate: float = 0.2

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Annotated
 
 import numpy as np
-from msgspec import Meta
 
-from virality.structs import Record
+from virality.structs import Record, described
 
 
 class ClassReport(Record, frozen=True, kw_only=True):
@@ -25,20 +24,20 @@ class ClassReport(Record, frozen=True, kw_only=True):
 class ReliabilityBin(Record, frozen=True, kw_only=True):
     """One equal-width confidence bin of a reliability table."""
 
-    lower: Annotated[float, Meta(description="inclusive lower edge of the bin")]
-    upper: Annotated[float, Meta(description="upper edge (exclusive, except 1.0 for the last bin)")]
-    count: Annotated[int, Meta(description="rows whose top-tier confidence falls in the bin")]
-    meanConfidence: Annotated[float | None, Meta(description="None when the bin is empty")] = None
-    accuracy: Annotated[float | None, Meta(description="share of those rows predicted correctly; None when empty")] = None
+    lower: Annotated[float, described("inclusive lower edge of the bin")]
+    upper: Annotated[float, described("upper edge (exclusive, except 1.0 for the last bin)")]
+    count: Annotated[int, described("rows whose top-tier confidence falls in the bin")]
+    meanConfidence: Annotated[float | None, described("None when the bin is empty")] = None
+    accuracy: Annotated[float | None, described("share of those rows predicted correctly; None when empty")] = None
 
 
 class Interval(Record, frozen=True, kw_only=True):
     """A point estimate with a bootstrap percentile interval."""
 
-    estimate: Annotated[float, Meta(description="the metric on the full split")]
-    low: Annotated[float, Meta(description="lower end of the percentile interval")]
-    high: Annotated[float, Meta(description="upper end of the percentile interval")]
-    level: Annotated[float, Meta(description="coverage of the interval")] = 0.95
+    estimate: Annotated[float, described("the metric on the full split")]
+    low: Annotated[float, described("lower end of the percentile interval")]
+    high: Annotated[float, described("upper end of the percentile interval")]
+    level: Annotated[float, described("coverage of the interval")] = 0.95
     nResamples: int
     seed: int
 
@@ -48,24 +47,18 @@ class EvaluationReport(Record, frozen=True, kw_only=True):
 
     nSamples: int
     accuracy: float
-    confusionMatrix: Annotated[list[list[int]], Meta(description="rows = actual tier, columns = predicted tier")]
+    confusionMatrix: Annotated[list[list[int]], described("rows = actual tier, columns = predicted tier")]
     perClass: list[ClassReport]
     macroF1: float
     logLoss: float
-    ece: Annotated[float, Meta(
-        description="expected calibration error of the top-tier confidence, 10 equal-width bins")]
-    majorityBaselineAccuracy: Annotated[float, Meta(
-        description="accuracy of always predicting the most frequent tier of this split")]
+    ece: Annotated[float, described("expected calibration error of the top-tier confidence, 10 equal-width bins")]
+    majorityBaselineAccuracy: Annotated[float, described("accuracy of always predicting the most frequent tier of this split")]
     # Added with the model-quality work; optional so earlier artifacts still load.
-    brier: Annotated[float | None, Meta(
-        description="multiclass Brier score, sum over tiers (0 = perfect, max 2)")] = None
-    classwiseEce: Annotated[float | None, Meta(
-        description="mean over tiers of each tier's ECE, 10 equal-width bins")] = None
-    mce: Annotated[float | None, Meta(description="maximum calibration error over the 10 top-label bins")] = None
-    reliability: Annotated[list[ReliabilityBin] | None, Meta(
-        description="per top-label confidence bin: count, mean confidence, accuracy")] = None
-    intervals: Annotated[dict[str, Interval] | None, Meta(
-        description="bootstrap 95% intervals of accuracy, macroF1, logLoss and ece")] = None
+    brier: Annotated[float | None, described("multiclass Brier score, sum over tiers (0 = perfect, max 2)")] = None
+    classwiseEce: Annotated[float | None, described("mean over tiers of each tier's ECE, 10 equal-width bins")] = None
+    mce: Annotated[float | None, described("maximum calibration error over the 10 top-label bins")] = None
+    reliability: Annotated[list[ReliabilityBin] | None, described("per top-label confidence bin: count, mean confidence, accuracy")] = None
+    intervals: Annotated[dict[str, Interval] | None, described("bootstrap 95% intervals of accuracy, macroF1, logLoss and ece")] = None
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> np.ndarray:

@@ -13,17 +13,15 @@ import itertools
 from typing import Annotated, Literal
 
 import numpy as np
-from msgspec import Meta
 
 from virality.errors import ConfigurationError
-from virality.structs import Record, replace
+from virality.structs import Record, described, replace
 
 
 class Tiering(Record, frozen=True, kw_only=True):
     method: Literal["quantile", "thresholds"] = "quantile"
     quantiles: tuple[float, float, float, float] = (0.2, 0.4, 0.6, 0.8)
-    thresholds: Annotated[tuple[float, float, float, float] | None, Meta(
-        description="view-count cut points between tiers 1|2, 2|3, 3|4, 4|5")] = None
+    thresholds: Annotated[tuple[float, float, float, float] | None, described("view-count cut points between tiers 1|2, 2|3, 3|4, 4|5")] = None
 
     def __post_init__(self) -> None:
         q = self.quantiles

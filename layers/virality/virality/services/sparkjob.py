@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from virality.config import RetrainSettings, _d, _EnvSettings
+from virality.config import RetrainSettings, _EnvSettings
 from virality.errors import ConfigurationError
 from virality.store.emr import SparkLauncher
 from virality.store.s3 import head_source
+from virality.structs import described
 
 #: Default SPARK_MIN_BYTES (see the module docstring).
 DEFAULT_SPARK_MIN_BYTES = 256 * 1024 * 1024
@@ -47,17 +48,17 @@ class SparkSettings(_EnvSettings, frozen=True, kw_only=True):
 
     _PREFIXES = ("model_prefix",)
 
-    spark_application_id: Annotated[str | None, _d("EMR Serverless application id; unset disables Spark.")] = None
-    spark_job_role_arn: Annotated[str | None, _d("Execution role of the Spark job runs.")] = None
-    spark_min_bytes: Annotated[int, _d("Uploads larger than this are trained on Spark.", ge=1)] = DEFAULT_SPARK_MIN_BYTES
-    spark_entry_point: Annotated[str | None, _d("s3:// URI of spark_entry.py.")] = None
-    spark_py_files: Annotated[str | None, _d("s3:// URI of the library zip (spark.submit.pyFiles).")] = None
-    spark_archives: Annotated[str | None, _d(f"s3:// URI of the dependencies archive ({DEPS_ARCHIVE}), "
+    spark_application_id: Annotated[str | None, described("EMR Serverless application id; unset disables Spark.")] = None
+    spark_job_role_arn: Annotated[str | None, described("Execution role of the Spark job runs.")] = None
+    spark_min_bytes: Annotated[int, described("Uploads larger than this are trained on Spark.", ge=1)] = DEFAULT_SPARK_MIN_BYTES
+    spark_entry_point: Annotated[str | None, described("s3:// URI of spark_entry.py.")] = None
+    spark_py_files: Annotated[str | None, described("s3:// URI of the library zip (spark.submit.pyFiles).")] = None
+    spark_archives: Annotated[str | None, described(f"s3:// URI of the dependencies archive ({DEPS_ARCHIVE}), "
                                              f"optionally #alias (default #{DEPS_ALIAS}).")] = None
-    spark_python: Annotated[str, _d("Interpreter of the job's driver and executors.")] = EMR_PYTHON
-    spark_log_uri: Annotated[str | None, _d("s3:// prefix for the job runs' logs.")] = None
-    model_bucket: Annotated[str | None, _d("Bucket the models are written to (default: the event's).")] = None
-    model_prefix: Annotated[str, _d("Key prefix of model versions and latest.json.")] = "models/"
+    spark_python: Annotated[str, described("Interpreter of the job's driver and executors.")] = EMR_PYTHON
+    spark_log_uri: Annotated[str | None, described("s3:// prefix for the job runs' logs.")] = None
+    model_bucket: Annotated[str | None, described("Bucket the models are written to (default: the event's).")] = None
+    model_prefix: Annotated[str, described("Key prefix of model versions and latest.json.")] = "models/"
 
     @property
     def enabled(self) -> bool:

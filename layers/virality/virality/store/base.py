@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta
 
 from virality.artifact import ModelArtifact, dump_artifact, load_artifact
 from virality.errors import (
@@ -57,7 +56,7 @@ from virality.errors import (
     PointerConflictError,
     VersionExistsError,
 )
-from virality.structs import document
+from virality.structs import described, document
 
 POINTER_NAME = "latest.json"
 WEIGHTS_NAME = "ml-weights.json"
@@ -74,15 +73,14 @@ class Pointer(msgspec.Struct, frozen=True, kw_only=True):
     """Content of ``latest.json``. Fields a later writer adds are ignored, not refused."""
 
     version: str
-    key: Annotated[str, Meta(description="key of the promoted version's ml-weights.json")]
-    sha256: Annotated[str | None, Meta(description="sha256 of the ml-weights.json bytes")] = None
+    key: Annotated[str, described("key of the promoted version's ml-weights.json")]
+    sha256: Annotated[str | None, described("sha256 of the ml-weights.json bytes")] = None
     trainedAt: str | None = None
     promotedAt: str | None = None
     metrics: dict[str, Any] | None = None
-    previous: Annotated[str | None, Meta(description="version the pointer named before")] = None
+    previous: Annotated[str | None, described("version the pointer named before")] = None
     reason: str | None = None
-    decision: Annotated[int | None, Meta(
-        description="attempt number of the gate decision that moved it here")] = None
+    decision: Annotated[int | None, described("attempt number of the gate decision that moved it here")] = None
 
     @classmethod
     def from_json(cls, body: bytes) -> Pointer:
