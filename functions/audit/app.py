@@ -23,6 +23,7 @@ from virality.errors import ConfigurationError
 from virality.observability import capture_lambda_handler, logger, metrics
 from virality.services.audit import AuditConfig, AuditSummary, run_audit
 from virality.store.s3 import AuditStore, LazyClient
+from virality.structs import document
 
 #: One S3 client per container, created on first use.
 s3_client = LazyClient()
@@ -90,5 +91,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info(f"audit {summary.modelVersion}: {summary.status}, {summary.rows} rows from {summary.objects} "
                 f"file(s) ({summary.skipped} skipped), ECE {ece}, decision {d.get('status')}"
                 + (f", recalibration {summary.recalibration['status']}" if summary.recalibration else ""),
-                extra={"summary": summary.model_dump(exclude_none=True)})
-    return summary.model_dump(exclude_none=True)
+                extra={"summary": document(summary)})
+    return document(summary)

@@ -35,6 +35,7 @@ from virality.services.configuration import promotion_policy, training_config
 from virality.services.retraining import RetrainSummary, retrain, wall_clock
 from virality.services.sparkjob import SparkSettings, route_upload
 from virality.store.s3 import LazyClient, ModelRegistry, read_source
+from virality.structs import document
 
 #: One S3 client per container, created on first use.
 s3_client = LazyClient()
@@ -134,7 +135,7 @@ def handle_record(record: S3EventRecord, settings: RetrainSettings,
         kind = retrain_failure_kind(exc)
         return _failed(exc, kind, bucket, key, version_id, started), kind != "data"
     _published_metrics(summary)
-    logger.info("retrain finished", extra={"summary": summary.model_dump(exclude_none=True)})
+    logger.info("retrain finished", extra={"summary": document(summary)})
     return summary, False
 
 
@@ -189,11 +190,11 @@ def _handle_records(records: list[Any], settings: RetrainSettings, deadline: flo
                            extra={"event_source": raw.get("eventSource")})
             continue
         if problem is not None:
-            results.append(_malformed_summary(index, problem).model_dump(exclude_none=True))
+            results.append(document(_malformed_summary(index, problem)))
             malformed = True
             continue
         summary, failed = handle_record(S3EventRecord(raw), settings, deadline)
-        results.append(summary.model_dump(exclude_none=True))
+        results.append(document(summary))
         retryable = retryable or failed
     return retryable, malformed
 
@@ -245,7 +246,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     results: list[dict[str, Any]] = []
     records = _records_of(event)
     if isinstance(records, str):
-        results.append(_malformed_summary(0, records).model_dump(exclude_none=True))
+        results.append(document(_malformed_summary(0, records)))
         return {"results": results}
     retryable, _ = _handle_records(records, settings, deadline, results)
     response = {"results": results}

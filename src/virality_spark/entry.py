@@ -40,7 +40,7 @@ from virality.services.promotion import FORCE_PROMOTE_METADATA, Candidate, Promo
 from virality.services.retraining import RetrainSummary, acquire_lease, release_lease, wall_clock
 from virality.services.training import TrainingConfig
 from virality.store.s3 import ModelRegistry, default_client_factory
-from virality.structs import replace
+from virality.structs import document, replace
 
 EXIT_DATA = 1
 #: The lease taken once training is done covers publishing and the gate only.
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None, spark: Any = None) -> int:
         print(json.dumps({"status": "failed", "reason": "training failed", "error": str(exc),
                           "errorType": type(exc).__name__, "sourceKey": args.source}), flush=True)
         raise
-    print(summary.model_dump_json(exclude_none=True), flush=True)
+    print(json.dumps(document(summary)), flush=True)
     return 0
 
 

@@ -30,6 +30,7 @@ from virality.services.audit import (
     reliability_diagram_text,
 )
 from virality.services.training import TrainingConfig, train_file
+from virality.structs import document
 from virality_dev.synthetic import sample_csv
 
 BINS = 10
@@ -265,7 +266,7 @@ def test_decision_rules():
 
 def test_text_output_names_every_figure_and_the_decision():
     figures, *_ = judge(model(), [read_outcomes(sample_csv(300, 3), "o.csv")], n_resamples=20)
-    report = {"model": figures.model_dump(exclude_none=True), "outcomes": {"objects": [{}], "skipped": []},
+    report = {"model": document(figures), "outcomes": {"objects": [{}], "skipped": []},
               "previous": None, "decision": decide(figures, threshold=0.15, min_rows=200), "recalibration": None}
     text = format_audit(report)
     for word in ("accuracy", "macro-F1", "log-loss", "Brier", "ECE (10 bins)", "classwise-ECE", "max cal. error",

@@ -30,18 +30,24 @@ class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
 
-def _without_none(node: Any) -> Any:
+def _fields_set(node: Any) -> Any:
+    # None fields of records are left out; plain dicts and lists are kept as they are (as pydantic's
+    # exclude_none did), only the records inside them are walked.
+    if isinstance(node, msgspec.Struct):
+        return {name: _fields_set(value) for name in node.__struct_fields__
+                if (value := getattr(node, name)) is not None}
     if isinstance(node, dict):
-        return {k: _without_none(v) for k, v in node.items() if v is not None}
-    if isinstance(node, list):
-        return [_without_none(v) for v in node]
+        return {k: _fields_set(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_fields_set(v) for v in node]
     return node
 
 
 def document(record: msgspec.Struct, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """``record`` as JSON-ready builtins, fields in declaration order, ``None`` values left out
-    at every level (what is absent in a stored file is ``None`` when it is read back)."""
-    doc = _without_none(msgspec.to_builtins(record))
+    """``record`` as JSON-ready builtins, fields in declaration order, its records' ``None`` fields left
+    out (what is absent in a stored file is ``None`` when it is read back); ``None`` inside a plain dict
+    field stays."""
+    doc: dict[str, Any] = msgspec.to_builtins(_fields_set(record))
     return {k: v for k, v in doc.items() if k not in exclude} if exclude else doc
 
 

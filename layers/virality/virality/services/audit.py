@@ -56,7 +56,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel
 
 from virality import NUM_CLASSES
 from virality.artifact import CalibrationInfo, ModelArtifact, new_version_id, utc_now_iso
@@ -77,7 +76,7 @@ from virality.ml.model import ViralityModel
 from virality.ml.tiering import assign_tiers
 from virality.store.base import AuditModelStore
 from virality.store.s3 import read_source
-from virality.structs import checked, replace
+from virality.structs import Record, checked, document, replace
 
 REPORT_SCHEMA = "virality-audit/1"
 #: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
@@ -243,7 +242,7 @@ def outcome_rows(model: ViralityModel, outcomes: Sequence[Outcomes]) -> tuple[np
 # --------------------------------------------------------------------------- figures
 
 
-class ModelAudit(BaseModel):
+class ModelAudit(Record, frozen=True, kw_only=True):
     """Every figure of one model on the outcome rows."""
 
     modelVersion: str
@@ -311,7 +310,7 @@ def judge(model: ViralityModel, outcomes: Sequence[Outcomes], *, n_resamples: in
     except AuditError as exc:
         return ModelAudit(modelVersion=model.version, rows=0, error=str(exc)), np.zeros((0, 15)), np.zeros(0, int), None
     figures, _ = audit_figures(model, X, tiers, n_resamples=n_resamples, seed=seed)
-    return figures.model_copy(update={"predictionLog": _prediction_log(outcomes)}), X, tiers, raw
+    return replace(figures, predictionLog=_prediction_log(outcomes)), X, tiers, raw
 
 
 def decide(figures: ModelAudit, *, threshold: float, min_rows: int) -> dict[str, Any]:
@@ -380,7 +379,7 @@ class AuditConfig:
     logloss_tolerance: float = 0.05
 
 
-class AuditSummary(BaseModel):
+class AuditSummary(Record, frozen=True, kw_only=True):
     """What one audit run did (returned by the handler and logged)."""
 
     status: str            # audited | duplicate | no-model
@@ -476,12 +475,12 @@ def run_audit(store: AuditModelStore, client: Any, config: AuditConfig,
     model = ViralityModel(artifact)
 
     figures, X, tiers, raw = judge(model, outcomes, n_resamples=config.n_resamples)
-    figures = figures.model_copy(update={"modelKey": pointer.key, "sha256": sha256})
+    figures = replace(figures, modelKey=pointer.key, sha256=sha256)
     previous = _load_previous(store, pointer.previous)
     previous_figures = None
     if previous is not None:
-        previous_figures = judge(previous[0], outcomes, n_resamples=config.n_resamples)[0].model_copy(
-            update={"modelKey": previous[1], "sha256": previous[2]})
+        previous_figures = replace(judge(previous[0], outcomes, n_resamples=config.n_resamples)[0],
+                                   modelKey=previous[1], sha256=previous[2])
     decision = decide(figures, threshold=config.ece_threshold, min_rows=config.min_rows)
     summary = AuditSummary(
         status="audited", modelVersion=model.version, decision=decision, rows=figures.rows, objects=len(read),
@@ -494,9 +493,8 @@ def run_audit(store: AuditModelStore, client: Any, config: AuditConfig,
     if claimed is not None:
         existing = store.read_audit_report(claimed)
         if existing is not None:
-            return summary.model_copy(update={"status": "duplicate", "reportKey": claimed,
-                                              "decision": existing.get("decision"),
-                                              "recalibration": existing.get("recalibration")}), existing
+            return replace(summary, status="duplicate", reportKey=claimed, decision=existing.get("decision"),
+                           recalibration=existing.get("recalibration")), existing
         report_key = claimed          # an earlier run claimed this window but died before its report
 
     recalibration = None
@@ -511,8 +509,8 @@ def run_audit(store: AuditModelStore, client: Any, config: AuditConfig,
         "settings": {"eceThreshold": config.ece_threshold, "minRows": config.min_rows,
                      "autoRecalibrate": config.auto_recalibrate, "bootstrapResamples": config.n_resamples,
                      "bins": 10},
-        "model": figures.model_dump(exclude_none=True),
-        "previous": previous_figures.model_dump(exclude_none=True) if previous_figures else None,
+        "model": document(figures),
+        "previous": document(previous_figures) if previous_figures else None,
         "decision": decision,
         "recalibration": recalibration,
     }
@@ -522,9 +520,9 @@ def run_audit(store: AuditModelStore, client: Any, config: AuditConfig,
         store.write_audit_report(report_key, report)
     except VersionExistsError:
         existing = store.read_audit_report(report_key) or report
-        return summary.model_copy(update={"status": "duplicate", "reportKey": report_key,
-                                          "recalibration": existing.get("recalibration")}), existing
-    return summary.model_copy(update={"reportKey": report_key, "recalibration": recalibration}), report
+        return replace(summary, status="duplicate", reportKey=report_key,
+                       recalibration=existing.get("recalibration")), existing
+    return replace(summary, reportKey=report_key, recalibration=recalibration), report
 
 
 def _recalibration_id(window: str) -> str:
@@ -645,7 +643,7 @@ def audit_files(model: ViralityModel, files: Sequence[tuple[str, bytes]], *, ece
         "outcomes": {"bucket": None, "prefix": None, "objects": read, "skipped": skipped},
         "settings": {"eceThreshold": ece_threshold, "minRows": min_rows, "autoRecalibrate": False,
                      "bootstrapResamples": n_resamples, "bins": 10},
-        "model": figures.model_dump(exclude_none=True), "previous": None,
+        "model": document(figures), "previous": None,
         "decision": decide(figures, threshold=ece_threshold, min_rows=min_rows), "recalibration": None,
     }
 

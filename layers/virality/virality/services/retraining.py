@@ -33,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, Field
+from typing import Annotated, Any
 
 from virality.artifact import ModelArtifact, new_version_id, utc_now_iso
 from virality.data.datasets import FileBytes, TrainingSet, load_training_data
@@ -53,6 +51,7 @@ from virality.services.promotion import (
 from virality.services.training import TrainingConfig, train_model
 from virality.store.base import ModelStore
 from virality.store.s3 import SourceObject
+from virality.structs import Record, described
 
 __all__ = ["FORCE_PROMOTE_METADATA", "MAX_POINTER_ATTEMPTS", "PromotionPolicy", "RetrainSummary", "gate",
            "headline", "retrain", "wall_clock"]
@@ -76,10 +75,10 @@ def wall_clock() -> float:
     return _clock()
 
 
-class RetrainSummary(BaseModel):
-    """What one record of a retrain event did (returned and logged)."""
+class RetrainSummary(Record, frozen=True, kw_only=True):
+    """What one record of a retrain event did (returned and logged: :func:`virality.structs.document`)."""
 
-    status: str = Field(description="published | duplicate | ignored | failed | submitted (to Spark)")
+    status: Annotated[str, described("published | duplicate | ignored | failed | submitted (to Spark)")]
     sourceBucket: str | None = None
     sourceKey: str | None = None
     sourceVersion: str | None = None
@@ -92,7 +91,7 @@ class RetrainSummary(BaseModel):
     durationSeconds: float = 0.0
     error: str | None = None
     errorType: str | None = None
-    jobRunId: str | None = Field(None, description="EMR Serverless job run training this upload (submitted)")
+    jobRunId: Annotated[str | None, described("EMR Serverless job run training this upload (submitted)")] = None
 
 
 @dataclass(frozen=True, slots=True)
