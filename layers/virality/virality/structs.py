@@ -1,7 +1,7 @@
 """Immutable records (msgspec Structs) and their JSON documents.
 
-The model artifact, its parts, the pointer and the settings are msgspec
-Structs, not pydantic models: msgspec checks a whole document in one C call and
+The model artifact, its parts, the pointer, the settings and the run summaries
+are msgspec Structs, not pydantic models: msgspec checks a whole document in one C call and
 imports in milliseconds, while importing pydantic and building its first model
 cost the predict function's cold start about 130 ms (docs/benchmarks.md). pydantic
 stays where its field-by-field error texts and JSON schema are the product: API
