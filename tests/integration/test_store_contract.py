@@ -161,6 +161,19 @@ def test_a_corrupt_pointer_fails_loudly_but_can_be_replaced_by_its_etag(backend:
     assert state is not None and state.pointer.version == "v1"
 
 
+def test_a_pointer_nested_past_the_recursion_limit_is_corrupt_not_a_crash(backend: Backend) -> None:
+    store = backend.store
+    depth = 5000
+    backend.put_raw(store.pointer_key, b'{"version": "v", "key": "k", "metrics": {"a": ' + b"[" * depth
+                    + b"]" * depth + b"}}")
+    with pytest.raises(ArtifactValidationError, match="invalid pointer"):
+        store.read_pointer()
+    broken = store.read_pointer_lenient()         # so promotion can still replace it
+    assert broken is not None and broken.pointer is None
+    store.write_pointer(_pointer("v1"), broken.etag)
+    assert store.pointer_history()[0].version == "v1"
+
+
 def test_lease_and_release_keys_sit_beside_the_claim(backend: Backend) -> None:
     store = backend.store
     claim = store.lease_key("b/k#1", 0)

@@ -184,11 +184,29 @@ def test_nan_weight_is_rejected(dumped):
     (lambda d: d["weights"][0].__setitem__(0, "big"), "weights"),
     (lambda d: d.pop("featureNames"), "featureNames"),
     (lambda d: d.__setitem__("surprise", 1), "surprise"),
+    # json lets a lone surrogate escape through; it must be refused as data, not crash as an encoding error
+    (lambda d: d.__setitem__("featureSet", "\udcff"), "not valid Unicode"),
+    (lambda d: d.__setitem__("\udcff", 1), "not valid Unicode"),
+    (lambda d: d["training"].__setitem__("\udcff", 1), "not valid Unicode"),
 ])
 def test_schema_violations_are_rejected_even_with_a_valid_checksum(dumped, edit, fragment):
     doc = _doc(dumped)
     edit(doc)
     with pytest.raises(ArtifactValidationError, match=re.escape(fragment)):
+        load_artifact(_resigned(doc))
+
+
+def test_a_metric_this_version_does_not_know_is_ignored_but_an_unknown_field_elsewhere_is_refused(dumped):
+    # A later version may measure more: its models must still load here (the metrics are not served)
+    doc = _doc(dumped)
+    doc["metrics"]["test"]["aucRoc"] = 0.71
+    doc["metrics"]["test"]["perClass"][0]["auc"] = 0.7
+    doc["metrics"]["testIntervals"]["ece"]["method"] = "percentile"
+    loaded = load_artifact(_resigned(doc))
+    assert loaded.metrics is not None and loaded.metrics.test.accuracy == doc["metrics"]["test"]["accuracy"]
+    doc = _doc(dumped)
+    doc["preprocessing"]["shareCap"] = 1.0
+    with pytest.raises(ArtifactValidationError, match="shareCap"):
         load_artifact(_resigned(doc))
 
 

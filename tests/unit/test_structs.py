@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import msgspec
+import numpy as np
 import pytest
 
 from virality.artifact import CalibrationInfo, dump_artifact, load_artifact
 from virality.errors import ArtifactValidationError
 from virality.ml.metrics import EvaluationReport, Interval
+from virality.services.audit import ModelAudit
 from virality.store.base import Pointer
 from virality.structs import checked, document, from_builtins
 
@@ -46,3 +48,19 @@ def test_checked_refuses_a_record_built_with_wrong_types(trained) -> None:
     with pytest.raises(ArtifactValidationError, match="trainedAt"):
         dump_artifact(bad)
     assert load_artifact(dump_artifact(trained.artifact)).modelVersion == trained.artifact.modelVersion
+
+
+def test_document_writes_what_reading_back_gives_numpy_scalars_and_ints_in_float_fields_included() -> None:
+    figures = ModelAudit(modelVersion="v1", rows=np.int64(3), accuracy=np.float64(0.5),
+                         eceInterval={"low": 0.1, "high": 0.2, "nResamples": 50})
+    doc = document(figures)
+    assert doc == {"modelVersion": "v1", "rows": 3, "accuracy": 0.5,
+                   "eceInterval": {"low": 0.1, "high": 0.2, "nResamples": 50.0}}
+    assert type(doc["rows"]) is int and type(doc["eceInterval"]["nResamples"]) is float
+    with pytest.raises(msgspec.ValidationError, match="ndarray"):
+        document(ModelAudit(modelVersion="v1", rows=0, confusionMatrix=np.eye(5, dtype=int)))
+
+
+def test_a_pointer_with_a_non_finite_metric_is_written_as_json_it_can_read_back() -> None:
+    pointer = Pointer(version="v1", key="models/v1/ml-weights.json", metrics={"logLoss": float("inf")})
+    assert Pointer.from_json(pointer.to_json()).metrics == {"logLoss": None}

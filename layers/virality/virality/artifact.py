@@ -27,7 +27,7 @@ from virality.ml.features import FEATURE_NAMES, N_FEATURES, FeatureSet, Preproce
 from virality.ml.metrics import EvaluationReport, Interval
 from virality.ml.tiering import Tiering
 from virality.safejson import NestingTooDeepError, check_depth
-from virality.structs import Record, checked, described, document, field_names, from_builtins
+from virality.structs import Record, described, document, field_names, from_builtins
 
 SCHEMA_VERSION = 2
 
@@ -256,10 +256,9 @@ def load_artifact(data: bytes | str, *, source: str = "ml-weights.json") -> Mode
 def artifact_document(artifact: ModelArtifact) -> dict[str, Any]:
     """The JSON document of ``artifact`` with a fresh checksum."""
     try:
-        artifact = checked(artifact)    # built in code, so its types were never checked
+        doc = document(artifact, exclude=frozenset({"checksum"}))   # built in code: types checked here
     except msgspec.ValidationError as exc:
         raise ArtifactValidationError(f"artifact {artifact.modelVersion}: {exc}") from None
-    doc = document(artifact, exclude=frozenset({"checksum"}))
     doc["checksum"] = canonical_checksum(doc)
     return doc
 

@@ -39,21 +39,26 @@ class _EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         """Build the settings from ``environ`` (default: ``os.environ``).
 
-        Empty strings count as unset, so a template can pass ``""`` for an
-        optional value. Numbers and booleans (``true``/``false``/``1``/``0``) are
-        read from their text.
+        Surrounding whitespace is ignored and empty strings count as unset, so a
+        template can pass ``""`` for an optional value. Numbers and booleans
+        (``true``/``false``/``1``/``0``, any case) are read from their text.
 
         Raises
         ------
         ConfigurationError
-            When a variable is present but invalid, naming it.
+            When a variable is present but invalid, naming it (the first one, when several are).
         """
         env = os.environ if environ is None else environ
-        values = {
-            name: env[name.upper()]
-            for name in cls.__struct_fields__
-            if env.get(name.upper(), "") != ""
-        }
+        values = {}
+        for name in cls.__struct_fields__:
+            text = env.get(name.upper(), "").strip()
+            if not text:
+                continue
+            try:
+                text.encode()
+            except UnicodeError:    # undecodable bytes in the environment arrive as lone surrogates
+                raise ConfigurationError(f"invalid environment: {name.upper()}: not valid UTF-8 text") from None
+            values[name] = text
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:

@@ -9,12 +9,13 @@ requests and the OpenAPI document (:mod:`virality.http.models`).
 
 A :class:`Record` checks types when it is decoded (:func:`from_builtins`), not when
 it is constructed in Python; value rules (shapes, bounds) live in ``__post_init__``,
-which runs on both. :func:`checked` re-validates a record built in code before it is
-written anywhere.
+which runs on both. :func:`checked` re-validates a record built in code, and
+:func:`document` (the only way a record is written anywhere) goes through it.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, TypeVar
 
 import msgspec
@@ -44,10 +45,13 @@ def _fields_set(node: Any) -> Any:
 
 
 def document(record: msgspec.Struct, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """``record`` as JSON-ready builtins, fields in declaration order, its records' ``None`` fields left
-    out (what is absent in a stored file is ``None`` when it is read back); ``None`` inside a plain dict
-    field stays."""
-    doc: dict[str, Any] = msgspec.to_builtins(_fields_set(record))
+    """``record`` as JSON-ready builtins, as :func:`checked` makes it, fields in declaration order, its
+    records' ``None`` fields left out (what is absent in a stored file is ``None`` when it is read
+    back); ``None`` inside a plain dict field stays.
+
+    Raises ``msgspec.ValidationError`` like :func:`checked`.
+    """
+    doc: dict[str, Any] = msgspec.to_builtins(_fields_set(checked(record)))
     return {k: v for k, v in doc.items() if k not in exclude} if exclude else doc
 
 
@@ -57,15 +61,41 @@ def from_builtins(doc: Any, cls: type[R]) -> R:
     Raises
     ------
     msgspec.ValidationError
-        Naming the path of the first offending value, e.g. ``at `$.weights[0][3]```.
+        Naming the path of the first offending value, e.g. ``at `$.weights[0][3]```; also for text
+        that is not valid Unicode (a lone surrogate, which ``json`` lets through) and for nesting
+        past the interpreter's recursion limit.
     """
-    return msgspec.convert(doc, cls)
+    try:
+        return msgspec.convert(doc, cls)
+    except UnicodeError:
+        raise msgspec.ValidationError("text is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise msgspec.ValidationError("nested too deeply") from None
+
+
+def _number(value: Any) -> Any:
+    # NumPy scalars (np.float64, np.int64...) are not builtins for msgspec; pydantic accepted them.
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def checked(record: R) -> R:
     """``record`` as it would be read back from its document: types checked, ints in float fields
-    made floats. Raises ``msgspec.ValidationError`` like :func:`from_builtins`."""
-    return msgspec.convert(msgspec.to_builtins(record), type(record))
+    made floats, NumPy scalars made Python numbers.
+
+    Raises
+    ------
+    msgspec.ValidationError
+        Like :func:`from_builtins`, and for a value that has no JSON form.
+    """
+    try:
+        builtins = msgspec.to_builtins(record, enc_hook=_number)
+    except TypeError as exc:
+        raise msgspec.ValidationError(str(exc)) from None
+    return from_builtins(builtins, type(record))
 
 
 def described(text: str, **bounds: Any) -> msgspec.Meta:

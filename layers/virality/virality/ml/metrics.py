@@ -13,7 +13,12 @@ import numpy as np
 from virality.structs import Record, described
 
 
-class ClassReport(Record, frozen=True, kw_only=True):
+class Report(Record, frozen=True, forbid_unknown_fields=False):
+    """Base of the metrics records. Unlike the rest of the artifact, a metric this code does not know
+    is ignored, not refused: a model a later version trained (and measured more) still loads."""
+
+
+class ClassReport(Report, frozen=True, kw_only=True):
     tier: int
     precision: float
     recall: float
@@ -21,7 +26,7 @@ class ClassReport(Record, frozen=True, kw_only=True):
     support: int
 
 
-class ReliabilityBin(Record, frozen=True, kw_only=True):
+class ReliabilityBin(Report, frozen=True, kw_only=True):
     """One equal-width confidence bin of a reliability table."""
 
     lower: Annotated[float, described("inclusive lower edge of the bin")]
@@ -31,7 +36,7 @@ class ReliabilityBin(Record, frozen=True, kw_only=True):
     accuracy: Annotated[float | None, described("share of those rows predicted correctly; None when empty")] = None
 
 
-class Interval(Record, frozen=True, kw_only=True):
+class Interval(Report, frozen=True, kw_only=True):
     """A point estimate with a bootstrap percentile interval."""
 
     estimate: Annotated[float, described("the metric on the full split")]
@@ -42,7 +47,7 @@ class Interval(Record, frozen=True, kw_only=True):
     seed: int
 
 
-class EvaluationReport(Record, frozen=True, kw_only=True):
+class EvaluationReport(Report, frozen=True, kw_only=True):
     """Metrics of a model on one labelled split."""
 
     nSamples: int

@@ -85,11 +85,15 @@ class Pointer(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_json(cls, body: bytes) -> Pointer:
         """Raises ``msgspec.DecodeError`` (invalid JSON) or its subclass ``msgspec.ValidationError``."""
-        return msgspec.json.decode(body, type=cls)
+        try:
+            return msgspec.json.decode(body, type=cls)
+        except RecursionError:      # a hostile file nested past the recursion limit
+            raise msgspec.DecodeError("JSON nested too deeply") from None
 
     def to_json(self) -> bytes:
-        """The stored form: indented JSON, absent fields left out."""
-        return json.dumps(document(self), indent=2).encode()
+        """The stored form: indented JSON, absent fields left out, a non-finite metric as null
+        (so the file stays JSON that :meth:`from_json` reads)."""
+        return msgspec.json.format(msgspec.json.encode(document(self)), indent=2)
 
 
 @dataclass(frozen=True, slots=True)
