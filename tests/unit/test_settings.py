@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from virality.config import AuditSettings, PredictSettings, RetrainSettings
@@ -18,29 +20,25 @@ def test_values_are_read_from_text_with_surrounding_whitespace_ignored() -> None
     assert RetrainSettings.from_env({"TRAIN_L2": "0.001"}).train_l2 == 0.001
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"MAX_BATCH": "0"}, "MAX_BATCH"),
-    ({"MAX_BATCH": "many"}, "MAX_BATCH"),
-    ({"MAX_BODY_BYTES": "12"}, "MAX_BODY_BYTES"),
-    ({"MODEL_REFRESH_SECONDS": "-1"}, "MODEL_REFRESH_SECONDS"),
-    ({"MODEL_REFRESH_SECONDS": "nan"}, "MODEL_REFRESH_SECONDS"),
+@pytest.mark.parametrize(("settings", "env", "variable"), [
+    (PredictSettings, {"MAX_BATCH": "0"}, "MAX_BATCH"),
+    (PredictSettings, {"MAX_BATCH": "many"}, "MAX_BATCH"),
+    (PredictSettings, {"MAX_BODY_BYTES": "12"}, "MAX_BODY_BYTES"),
+    (PredictSettings, {"MODEL_REFRESH_SECONDS": "-1"}, "MODEL_REFRESH_SECONDS"),
+    (PredictSettings, {"MODEL_REFRESH_SECONDS": "nan"}, "MODEL_REFRESH_SECONDS"),
     # bytes that are not UTF-8 reach os.environ as lone surrogates
-    ({"MAX_BATCH": "\udcff"}, "MAX_BATCH"),
-    ({"MODEL_PREFIX": "models\udcff"}, "MODEL_PREFIX"),
+    (PredictSettings, {"MAX_BATCH": "\udcff"}, "MAX_BATCH"),
+    (PredictSettings, {"MODEL_PREFIX": "models\udcff"}, "MODEL_PREFIX"),
+    (RetrainSettings, {"TRAIN_L2": "-1"}, "TRAIN_L2"),
+    (RetrainSettings, {"TRAIN_L2": "nan"}, "TRAIN_L2"),
+    (RetrainSettings, {"TRAIN_OPTIMIZER": "lbfgs"}, "TRAIN_OPTIMIZER"),
+    (RetrainSettings, {"TRAIN_CALIBRATION": "isotonic"}, "TRAIN_CALIBRATION"),
+    (RetrainSettings, {"PROMOTION_MAX_SHARP_DISAGREEMENT": "1.5"}, "PROMOTION_MAX_SHARP_DISAGREEMENT"),
+    (RetrainSettings, {"TRAIN_FEATURE_SET": "\udcff"}, "TRAIN_FEATURE_SET"),
+    (AuditSettings, {"AUTO_RECALIBRATE": "maybe"}, "AUTO_RECALIBRATE"),
+    (AuditSettings, {"CALIBRATION_ECE_THRESHOLD": "1"}, "CALIBRATION_ECE_THRESHOLD"),
 ])
-def test_an_invalid_variable_is_a_configuration_error_naming_it(env: dict[str, str], variable: str) -> None:
+def test_an_invalid_variable_is_a_configuration_error_naming_it(settings: Any, env: dict[str, str],
+                                                                 variable: str) -> None:
     with pytest.raises(ConfigurationError, match=variable):
-        PredictSettings.from_env(env)
-
-
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"TRAIN_L2": "-1"}, "TRAIN_L2"),
-    ({"TRAIN_L2": "nan"}, "TRAIN_L2"),
-    ({"TRAIN_OPTIMIZER": "lbfgs"}, "TRAIN_OPTIMIZER"),
-    ({"TRAIN_CALIBRATION": "isotonic"}, "TRAIN_CALIBRATION"),
-    ({"PROMOTION_MAX_SHARP_DISAGREEMENT": "1.5"}, "PROMOTION_MAX_SHARP_DISAGREEMENT"),
-    ({"TRAIN_FEATURE_SET": "\udcff"}, "TRAIN_FEATURE_SET"),
-])
-def test_retrain_settings_name_the_invalid_variable(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(ConfigurationError, match=variable):
-        RetrainSettings.from_env(env)
+        settings.from_env(env)
