@@ -87,9 +87,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     summary, _ = run_audit(store, s3_client(), config, event_time(event))
     publish_metrics(summary)
     d = summary.decision or {}
+    doc = document(summary)
     ece = "-" if summary.ece is None else f"{summary.ece:.4f} (95% <= {summary.eceUpper:.4f})"
     logger.info(f"audit {summary.modelVersion}: {summary.status}, {summary.rows} rows from {summary.objects} "
                 f"file(s) ({summary.skipped} skipped), ECE {ece}, decision {d.get('status')}"
                 + (f", recalibration {summary.recalibration['status']}" if summary.recalibration else ""),
-                extra={"summary": document(summary)})
-    return document(summary)
+                extra={"summary": doc})
+    return doc

@@ -16,7 +16,7 @@ import msgspec
 from virality.errors import ConfigurationError
 from virality.ml.features import FeatureSet
 from virality.ml.softmax import Optimizer
-from virality.structs import described
+from virality.structs import described, field_names
 
 #: Where labelled outcomes are uploaded in the data bucket: audited, never trained on.
 OUTCOMES_PREFIX = "outcomes/"
@@ -33,7 +33,7 @@ class _EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def env_names(cls) -> list[str]:
         """Environment variable names this model reads."""
-        return [name.upper() for name in cls.__struct_fields__]
+        return [name.upper() for name in field_names(cls)]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -50,7 +50,7 @@ class _EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
         """
         env = os.environ if environ is None else environ
         values = {}
-        for name in cls.__struct_fields__:
+        for name in field_names(cls):
             text = env.get(name.upper(), "").strip()
             if not text:
                 continue

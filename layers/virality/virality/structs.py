@@ -51,7 +51,7 @@ def document(record: msgspec.Struct, *, exclude: frozenset[str] = frozenset()) -
 
     Raises ``msgspec.ValidationError`` like :func:`checked`.
     """
-    doc: dict[str, Any] = msgspec.to_builtins(_fields_set(checked(record)))
+    doc: dict[str, Any] = _fields_set(checked(record))     # a checked record holds only JSON builtins
     return {k: v for k, v in doc.items() if k not in exclude} if exclude else doc
 
 

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import numpy as np
 
 from virality.errors import DataValidationError
-from virality.structs import Record, described
+from virality.structs import Record, described, field_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +91,8 @@ class Preprocessing(Record, frozen=True, kw_only=True):
                 raise ValueError(f"{name} must be > 0")
 
 
-#: The caps of :class:`Preprocessing`, in its field order.
-CAP_NAMES = ("shareRate", "commentRate", "likeRate", "saveRate", "shareToLikeRatio", "commentToLikeRatio",
-             "captionLength", "viewsPerFollower")
+#: The caps of :class:`Preprocessing` (every field but ``quantile``), in its field order.
+CAP_NAMES = tuple(name for name in field_names(Preprocessing) if name != "quantile")
 
 
 @dataclass(frozen=True, slots=True)

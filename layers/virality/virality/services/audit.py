@@ -76,7 +76,7 @@ from virality.ml.model import ViralityModel
 from virality.ml.tiering import assign_tiers
 from virality.store.base import AuditModelStore
 from virality.store.s3 import read_source
-from virality.structs import Record, checked, document, replace
+from virality.structs import Record, document, replace
 
 REPORT_SCHEMA = "virality-audit/1"
 #: Optional outcome columns besides the raw-record ones (and ``labelViews``, read as in training).
@@ -333,13 +333,10 @@ def decide(figures: ModelAudit, *, threshold: float, min_rows: int) -> dict[str,
 def temperature_scaled(artifact: ModelArtifact, temperature: float, version: str,
                        calibration: CalibrationInfo | None = None) -> ModelArtifact:
     """A copy of ``artifact`` with ``W / T`` and ``b / T`` under a new version id (argmax unchanged)."""
-    update: dict[str, Any] = {
-        "modelVersion": version, "trainedAt": utc_now_iso(),
-        "weights": fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)[0].tolist(),
-        "biases": fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)[1].tolist(),
-        "checksum": None,
-        "calibration": calibration}
-    return checked(replace(artifact, **update))
+    coef, intercept = fold_temperature(np.asarray(artifact.weights), np.asarray(artifact.biases), temperature)
+    # Python floats from tolist(); document() checks every type when the copy is written
+    return replace(artifact, modelVersion=version, trainedAt=utc_now_iso(), weights=coef.tolist(),
+                   biases=intercept.tolist(), checksum=None, calibration=calibration)
 
 
 def audit_calibration(parent: ModelArtifact, t: float, *, window: str, objects: Sequence[dict[str, Any]],

@@ -56,7 +56,7 @@ from virality.errors import (
     PointerConflictError,
     VersionExistsError,
 )
-from virality.structs import described, document
+from virality.structs import Record, described, document
 
 POINTER_NAME = "latest.json"
 WEIGHTS_NAME = "ml-weights.json"
@@ -69,7 +69,7 @@ AUDITS_DIR = "audits/"
 AUDIT_WINDOWS_DIR = "audits/_windows/"
 
 
-class Pointer(msgspec.Struct, frozen=True, kw_only=True):
+class Pointer(Record, frozen=True, kw_only=True, forbid_unknown_fields=False):
     """Content of ``latest.json``. Fields a later writer adds are ignored, not refused."""
 
     version: str
